@@ -1,0 +1,78 @@
+"""Small file helpers shared by every stage: JSON that names its file and line on error, and
+atomic directory writes (temp dir, fsync, rename) so a crash never leaves half a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+        ) from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    Path(path).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temporary_sibling(directory: Path) -> Path:
+    """An empty directory next to `directory` to write into before `replace_directory`."""
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def replace_directory(tmp: Path, directory: Path) -> None:
+    """Make the fully written `tmp` appear as `directory`, replacing any old one.
+
+    Every file is fsynced before the renames. Renames are atomic; between the two below only the
+    `.old` copy exists, and `resolve_directory` falls back to it, so at no instant is the
+    directory unreadable.
+    """
+    for path in sorted(tmp.rglob("*")):
+        _fsync(path)
+    _fsync(tmp)
+    old = directory.parent / f".{directory.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if directory.exists():
+        os.rename(directory, old)
+    os.rename(tmp, directory)
+    _fsync(directory.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def resolve_directory(directory: str | Path) -> Path:
+    """`directory`, or its `.old` copy if a crash happened between the renames above."""
+    directory = Path(directory)
+    old = directory.parent / f".{directory.name}.old"
+    if not directory.exists() and old.exists():
+        return old
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such directory")
+    return directory

@@ -1,0 +1,204 @@
+"""The generation engine: batched decoding over a shared, pre-allocated KV cache.
+
+Sequences occupy rows of one `KVCache`. A new sequence is prefilled alone into a free row (so
+prompts of any lengths mix without padding); then every `step()` decodes one token for all active
+rows at once, each row at its own position. Finished sequences leave at once and the last active
+row moves into the hole, so the active rows are always `0..n-1` and a decode step is one batched
+forward over a contiguous slice. Sequences can join between any two steps: this is continuous
+batching, and `generate()` and the server run the same loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from charter.infer.detokenizer import TextStream
+from charter.infer.sampling import SamplingParams, sample_next_token
+from charter.model import KVCache, Transformer
+from charter.tokenizer import Tokenizer
+
+# Why a generation ended (the names of the Anthropic Messages API).
+END_TURN, MAX_TOKENS, STOP_SEQUENCE = "end_turn", "max_tokens", "stop_sequence"
+CONTEXT_WINDOW = "model_context_window_exceeded"
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    stop_reason: str
+    stop_sequence: str | None
+    prompt_tokens: int
+
+
+@dataclass
+class GenerationRequest:
+    """One sequence being generated. `on_text` receives each piece of released text."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    on_text: Callable[[str], None] | None = None
+    # filled in by the engine
+    generated: list[int] = field(default_factory=list)
+    completion: Completion | None = None
+    cancelled: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.completion is not None
+
+
+class _Row:
+    """Engine-side state of a request while it holds a KV cache row."""
+
+    def __init__(self, request: GenerationRequest, tokenizer: Tokenizer, device: str) -> None:
+        self.request = request
+        self.stream = TextStream(tokenizer, request.params.stop)
+        self.generator = request.params.make_generator(device)
+
+
+class Engine:
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer,
+        max_batch_size: int = 8,
+        max_len: int | None = None,
+        eos_token_ids: Sequence[int] | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.max_len = min(
+            max_len or model.config.max_position_embeddings, model.config.max_position_embeddings
+        )
+        self.eos_token_ids = set(
+            eos_token_ids
+            if eos_token_ids is not None
+            else model.config.eos_token_ids + tokenizer.eos_token_ids
+        )
+        dtype = next(model.parameters()).dtype
+        self.cache = KVCache(model.config, max_batch_size, self.max_len, dtype, self.device)
+        self.rows: list[_Row] = []  # active rows, in cache-row order
+
+    @property
+    def free_rows(self) -> int:
+        return self.cache.batch_size - len(self.rows)
+
+    # ---- the continuous-batching core ----
+
+    @torch.inference_mode()
+    def add(self, request: GenerationRequest) -> None:
+        """Prefill `request`'s prompt into a free row and choose its first token."""
+        if not self.free_rows:
+            raise RuntimeError("no free row in the KV cache")
+        n_prompt = len(request.prompt_ids)
+        if n_prompt == 0:
+            raise ValueError("prompt is empty")
+        if n_prompt >= self.max_len:
+            raise ValueError(
+                f"prompt is {n_prompt} tokens; the context window is {self.max_len} tokens"
+            )
+        index = len(self.rows)
+        self.cache.lengths[index] = 0
+        row = _Row(request, self.tokenizer, self.device)
+        self.rows.append(row)
+        prompt = torch.tensor([request.prompt_ids], device=self.device)  # (1, T)
+        hidden = self.model.hidden_states(prompt, cache=self.cache, rows=slice(index, index + 1))
+        logits = self.model.logits(hidden[:, -1])  # (1, V)
+        self._accept(index, logits[0])
+
+    @torch.inference_mode()
+    def step(self) -> list[GenerationRequest]:
+        """Decode one token for every active row; return the requests that finished."""
+        self._drop_cancelled()
+        if self.rows:
+            last = torch.tensor([[r.request.generated[-1]] for r in self.rows], device=self.device)
+            hidden = self.model.hidden_states(last, cache=self.cache, rows=slice(0, len(self.rows)))
+            logits = self.model.logits(hidden[:, -1])  # (B, V)
+            for index in range(len(self.rows)):
+                self._accept(index, logits[index])
+        return self._collect_finished()
+
+    def _accept(self, index: int, logits: torch.Tensor) -> None:
+        row = self.rows[index]
+        request, params = row.request, row.request.params
+        token = sample_next_token(logits, params, row.generator)
+        if token in self.eos_token_ids:
+            return self._finish(row, END_TURN)
+        request.generated.append(token)
+        delta = row.stream.push(token)
+        if delta and request.on_text:
+            request.on_text(delta)
+        if row.stream.stop_sequence is not None:
+            self._finish(row, STOP_SEQUENCE)
+        elif len(request.generated) >= params.max_new_tokens:
+            self._finish(row, MAX_TOKENS)
+        elif int(self.cache.lengths[index]) + 1 >= self.max_len:
+            self._finish(row, CONTEXT_WINDOW)
+
+    def _finish(self, row: _Row, reason: str) -> None:
+        tail = row.stream.finish()
+        if tail and row.request.on_text:
+            row.request.on_text(tail)
+        request = row.request
+        request.completion = Completion(
+            text=row.stream.text,
+            token_ids=list(request.generated),
+            stop_reason=reason,
+            stop_sequence=row.stream.stop_sequence,
+            prompt_tokens=len(request.prompt_ids),
+        )
+
+    def _drop_cancelled(self) -> None:
+        for index in reversed(range(len(self.rows))):
+            if self.rows[index].request.cancelled:
+                self._remove(index)
+
+    def _collect_finished(self) -> list[GenerationRequest]:
+        done = []
+        for index in reversed(range(len(self.rows))):
+            if self.rows[index].request.finished:
+                done.append(self.rows[index].request)
+                self._remove(index)
+        return done[::-1]
+
+    def _remove(self, index: int) -> None:
+        last = len(self.rows) - 1
+        if index != last:
+            self.cache.move_row(last, index)
+            self.rows[index] = self.rows[last]
+        self.rows.pop()
+
+    # ---- loops ----
+
+    def run(self, requests: Sequence[GenerationRequest]) -> Iterator[list[GenerationRequest]]:
+        """Generate all `requests`, admitting waiting ones whenever a row is free; after every
+        decode step, yield the requests that finished."""
+        waiting = list(requests)[::-1]
+        while waiting or self.rows:
+            while waiting and self.free_rows:
+                self.add(waiting.pop())
+            yield self._collect_finished() + self.step()  # some end on their first token
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams]
+    ) -> list[Completion]:
+        """Completions of token-id prompts, in order."""
+        params_list = [params] * len(prompts) if isinstance(params, SamplingParams) else params
+        requests = [
+            GenerationRequest(list(p), sp) for p, sp in zip(prompts, params_list, strict=True)
+        ]
+        for _ in self.run(requests):
+            pass
+        return [r.completion for r in requests]
+
+    def stream(self, prompt: Sequence[int], params: SamplingParams) -> Iterator[str]:
+        """Text pieces of one completion as they become final."""
+        pieces: list[str] = []
+        for _ in self.run([GenerationRequest(list(prompt), params, on_text=pieces.append)]):
+            yield from pieces
+            pieces.clear()

@@ -1,0 +1,223 @@
+"""The Llama-style decoder-only transformer, with a pre-allocated KV cache for decoding.
+
+    tokens → embedding → N × [x + Attn(RMSNorm(x)), x + SwiGLU(RMSNorm(x))] → RMSNorm → LM head
+
+Attention is grouped-query: `num_key_value_heads` KV heads are shared by the query heads
+(= num_attention_heads: MHA; 1: MQA). Positions enter only through rotary embeddings (RoPE),
+applied to queries and keys with the "rotate half" convention of Hugging Face Llama, so that our
+weights and theirs are interchangeable (checkpoint.py maps the names).
+
+Shapes: B batch, T new tokens, S cached + new tokens, H query heads, K KV heads, D head_dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from charter.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Normalise in fp32 (as Hugging Face does) so bf16 activations keep their precision.
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+def rope_tables(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos and sin for `positions` (B, T), each (B, 1, T, D), computed in fp32."""
+    exponents = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32)
+    inv_freq = 1.0 / (theta ** (exponents / head_dim))  # (D/2,)
+    angles = positions.float()[..., None] * inv_freq  # (B, T, D/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (B, T, D): rotate-half pairs i with i + D/2
+    return angles.cos()[:, None], angles.sin()[:, None]
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate each (x_i, x_{i+D/2}) pair of x (B, heads, T, D) by its position's angle."""
+    first, second = x.chunk(2, dim=-1)
+    rotated_half = torch.cat([-second, first], dim=-1)
+    return x * cos.to(x.dtype) + rotated_half * sin.to(x.dtype)
+
+
+class KVCache:
+    """Keys and values of up to `max_len` tokens for each of `batch_size` rows, allocated once.
+
+    Rows advance independently (`lengths[b]` tokens of row b are cached), so one cache serves a
+    batch of prompts of different lengths, and rows can be refilled while others keep decoding
+    (continuous batching). A forward pass over rows `rows` writes its new keys at each row's own
+    positions and attends to everything that row has cached.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        batch_size: int,
+        max_len: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        shape = (
+            config.num_hidden_layers,
+            batch_size,
+            config.num_key_value_heads,
+            max_len,
+            config.head_dim,
+        )  # (layers, B, K, S_max, D)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.max_len = max_len
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    def move_row(self, src: int, dst: int) -> None:
+        """Copy row `src` into row `dst` (used to keep active rows contiguous)."""
+        self.k[:, dst] = self.k[:, src]
+        self.v[:, dst] = self.v[:, src]
+        self.lengths[dst] = self.lengths[src]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer_index: int) -> None:
+        super().__init__()
+        self.layer_index = layer_index
+        self.n_heads, self.n_kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = config.head_dim
+        d = config.hidden_size
+        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        cache: KVCache | None = None,
+        rows: slice | None = None,
+        positions: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = (
+            self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, K, T, D)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        gqa = self.n_kv_heads != self.n_heads
+        if cache is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:
+            # Write this chunk at each row's own positions, then attend over the cached prefix.
+            cache_k, cache_v = cache.k[self.layer_index, rows], cache.v[self.layer_index, rows]
+            batch_index = torch.arange(B, device=x.device)[:, None]  # (B, 1)
+            cache_k[batch_index, :, positions] = k.transpose(1, 2)  # positions (B, T)
+            cache_v[batch_index, :, positions] = v.transpose(1, 2)
+            S = mask.shape[-1]
+            out = F.scaled_dot_product_attention(
+                q, cache_k[:, :, :S], cache_v[:, :, :S], attn_mask=mask, enable_gqa=gqa
+            )
+        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        return self.o_proj(out)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d, h = config.hidden_size, config.intermediate_size
+        self.gate_proj = nn.Linear(d, h, bias=False)
+        self.up_proj = nn.Linear(d, h, bias=False)
+        self.down_proj = nn.Linear(h, d, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer_index: int) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config, layer_index)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = SwiGLU(config)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, **cache_args) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, **cache_args)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Hugging Face Llama's initialisation: N(0, initializer_range) weights, unit norms."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+
+    def hidden_states(
+        self,
+        input_ids: Tensor,
+        cache: KVCache | None = None,
+        rows: slice | None = None,
+        input_lengths: Tensor | None = None,
+    ) -> Tensor:
+        """Final-norm hidden states (B, T, d) for `input_ids` (B, T).
+
+        Without a cache the sequence starts at position 0 and attention is causal. With a cache,
+        row b of the batch is cache row `rows.start + b`: its tokens continue at position
+        `cache.lengths` and, afterwards, the row's length grows by `input_lengths[b]` (default T;
+        fewer for right-padded prompts, whose padding is written but never attended to: it lies
+        beyond the row's length and is overwritten by the next real token).
+        """
+        B, T = input_ids.shape
+        if cache is None:
+            positions = torch.arange(T, device=input_ids.device).expand(B, T)
+            cache_args = {}
+        else:
+            rows = rows if rows is not None else slice(0, B)
+            start = cache.lengths[rows]  # (B,)
+            positions = start[:, None] + torch.arange(T, device=input_ids.device)  # (B, T)
+            S = int(positions.max()) + 1
+            if S > cache.max_len:
+                raise ValueError(f"KV cache holds {cache.max_len} tokens per row; {S} needed")
+            # A query at position p sees cached keys at positions ≤ p: causal and per row.
+            mask = torch.arange(S, device=input_ids.device) <= positions[..., None]  # (B, T, S)
+            cache_args = dict(cache=cache, rows=rows, positions=positions, mask=mask[:, None])
+        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        x = self.embed_tokens(input_ids)  # (B, T, d)
+        for layer in self.layers:
+            x = layer(x, cos, sin, **cache_args)
+        if cache is not None:
+            cache.lengths[rows] += T if input_lengths is None else input_lengths
+        return self.norm(x)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return self.lm_head(hidden)
+
+    def forward(self, input_ids: Tensor, **cache_args) -> Tensor:
+        """Logits (B, T, vocab) for `input_ids` (B, T)."""
+        return self.logits(self.hidden_states(input_ids, **cache_args))
