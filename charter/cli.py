@@ -7,6 +7,7 @@ only the completion.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -132,6 +133,10 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 # ---- argument parsing ----
 
+# Modules that add verbs of their own: each has `register(verbs)`, which adds its subparsers to
+# the `verbs` action and sets `func` on each to a handler taking the parsed arguments.
+COMMAND_MODULES: list[str] = []
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="charter", description=__doc__.splitlines()[0])
@@ -168,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model_dir")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(verbs)
     return parser
 
 
