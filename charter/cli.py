@@ -135,7 +135,28 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 # Modules that add verbs of their own: each has `register(verbs)`, which adds its subparsers to
 # the `verbs` action and sets `func` on each to a handler taking the parsed arguments.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "charter.interop.commands",
+    "charter.chat_terminal",
+    "charter.serve.commands",
+    "charter.data.commands",
+    "charter.data.sft_commands",
+    "charter.eval.sft_commands",
+    "charter.train.pretrain",
+    "charter.train.sft",
+    "charter.eval.plots",
+]
+
+
+def verb_group(
+    verbs: argparse._SubParsersAction, name: str, help: str
+) -> argparse._SubParsersAction:
+    """The sub-verbs of `charter NAME`, created by whichever module asks first, so several modules
+    can add verbs to one group (`charter data fetch`, `charter data sft-synth`)."""
+    if name not in verbs.choices:
+        group = verbs.add_parser(name, help=help)
+        group.sub_verbs = group.add_subparsers(dest=f"{name}_verb", required=True)
+    return verbs.choices[name].sub_verbs
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -87,6 +87,7 @@ class ModelConfig:
         kwargs = {k: v for k, v in d.items() if k in names}
         kwargs["rope_theta"] = float(theta)
         kwargs.setdefault("num_key_value_heads", d.get("num_attention_heads"))
+        kwargs.setdefault("tie_word_embeddings", False)  # LlamaConfig's default, not ours
         missing = [
             k
             for k in (

@@ -118,3 +118,11 @@ def test_unsupported_architecture_is_named(saved):
 def test_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such directory"):
         load_checkpoint(tmp_path / "nope")
+
+
+def test_a_config_without_tie_word_embeddings_is_untied_as_in_transformers(saved):
+    config = json.loads((saved / "config.json").read_text())
+    del config["tie_word_embeddings"]
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"'lm_head\.weight' is missing"):
+        load_checkpoint(saved)  # untied, as LlamaConfig reads it, so lm_head must be stored

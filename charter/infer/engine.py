@@ -24,6 +24,10 @@ from charter.tokenizer import Tokenizer
 END_TURN, MAX_TOKENS, STOP_SEQUENCE = "end_turn", "max_tokens", "stop_sequence"
 CONTEXT_WINDOW = "model_context_window_exceeded"
 
+# Adjusts the next-token logits (V,) given the ids generated so far, before sampling: e.g. to
+# force the tokens that close a thinking block once its budget is spent.
+LogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
+
 
 @dataclass
 class Completion:
@@ -36,11 +40,13 @@ class Completion:
 
 @dataclass
 class GenerationRequest:
-    """One sequence being generated. `on_text` receives each piece of released text."""
+    """One sequence being generated. `on_text` receives each piece of released text;
+    `logits_processors` run in order on every next-token distribution of this sequence."""
 
     prompt_ids: list[int]
     params: SamplingParams
     on_text: Callable[[str], None] | None = None
+    logits_processors: list[LogitsProcessor] = field(default_factory=list)
     # filled in by the engine
     generated: list[int] = field(default_factory=list)
     completion: Completion | None = None
@@ -113,19 +119,23 @@ class Engine:
 
     @torch.inference_mode()
     def step(self) -> list[GenerationRequest]:
-        """Decode one token for every active row; return the requests that finished."""
+        """Decode one token for every active row; return the requests that finished, including
+        any that ended on their first token when `add` prefilled them."""
         self._drop_cancelled()
+        done = self._collect_finished()
         if self.rows:
             last = torch.tensor([[r.request.generated[-1]] for r in self.rows], device=self.device)
             hidden = self.model.hidden_states(last, cache=self.cache, rows=slice(0, len(self.rows)))
             logits = self.model.logits(hidden[:, -1])  # (B, V)
             for index in range(len(self.rows)):
                 self._accept(index, logits[index])
-        return self._collect_finished()
+        return done + self._collect_finished()
 
     def _accept(self, index: int, logits: torch.Tensor) -> None:
         row = self.rows[index]
         request, params = row.request, row.request.params
+        for process in request.logits_processors:
+            logits = process(request.generated, logits)
         token = sample_next_token(logits, params, row.generator)
         if token in self.eos_token_ids:
             return self._finish(row, END_TURN)
@@ -182,7 +192,7 @@ class Engine:
         while waiting or self.rows:
             while waiting and self.free_rows:
                 self.add(waiting.pop())
-            yield self._collect_finished() + self.step()  # some end on their first token
+            yield self.step()
 
     def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams]

