@@ -64,27 +64,39 @@ class KVCache:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
-        shape = (
-            config.num_hidden_layers,
-            batch_size,
-            config.num_key_value_heads,
-            max_len,
-            config.head_dim,
-        )  # (layers, B, K, S_max, D)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        # One tensor per layer (not one for all): each is then a whole graph input that a
+        # compiled decode step can update in place.
+        shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)  # (B, K, S, D)
+        zeros = lambda: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
+        self.k = [zeros() for _ in range(config.num_hidden_layers)]
+        self.v = [zeros() for _ in range(config.num_hidden_layers)]
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.max_len = max_len
 
     @property
     def batch_size(self) -> int:
-        return self.k.shape[1]
+        return self.k[0].shape[0]
 
     def move_row(self, src: int, dst: int) -> None:
         """Copy row `src` into row `dst` (used to keep active rows contiguous)."""
-        self.k[:, dst] = self.k[:, src]
-        self.v[:, dst] = self.v[:, src]
+        for layer in (*self.k, *self.v):
+            layer[dst] = layer[src]
         self.lengths[dst] = self.lengths[src]
+
+
+def decode_attention(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+    """Attention of one new token per row, q (B, H, 1, D), over keys/values (B, K, S, D).
+
+    The same as `scaled_dot_product_attention`, written out because for a single query the
+    fused CPU kernel costs more than three small matmuls, and because the plain ops compile
+    into one fused kernel. Each KV head's G = H/K query heads are one (G, D) matrix.
+    """
+    B, H, _, D = q.shape
+    K, S = keys.shape[1], keys.shape[2]
+    grouped = q.view(B, K, H // K, D)  # (B, K, G, D)
+    scores = grouped @ keys.transpose(-1, -2) * D**-0.5  # (B, K, G, S)
+    scores = scores.masked_fill(~mask.view(B, 1, 1, S), float("-inf"))
+    return (scores.softmax(-1) @ values).view(B, H, 1, D)
 
 
 class Attention(nn.Module):
@@ -121,14 +133,18 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
             # Write this chunk at each row's own positions, then attend over the cached prefix.
-            cache_k, cache_v = cache.k[self.layer_index, rows], cache.v[self.layer_index, rows]
+            cache_k, cache_v = cache.k[self.layer_index][rows], cache.v[self.layer_index][rows]
             batch_index = torch.arange(B, device=x.device)[:, None]  # (B, 1)
             cache_k[batch_index, :, positions] = k.transpose(1, 2)  # positions (B, T)
             cache_v[batch_index, :, positions] = v.transpose(1, 2)
             S = mask.shape[-1]
-            out = F.scaled_dot_product_attention(
-                q, cache_k[:, :, :S], cache_v[:, :, :S], attn_mask=mask, enable_gqa=gqa
-            )
+            keys, values = cache_k[:, :, :S], cache_v[:, :, :S]  # (B, K, S, D)
+            if T == 1:
+                out = decode_attention(q, keys, values, mask)
+            else:
+                out = F.scaled_dot_product_attention(
+                    q, keys, values, attn_mask=mask, enable_gqa=gqa
+                )
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.o_proj(out)
 
@@ -184,6 +200,7 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         rows: slice | None = None,
         input_lengths: Tensor | None = None,
+        attend_len: int | None = None,
     ) -> Tensor:
         """Final-norm hidden states (B, T, d) for `input_ids` (B, T).
 
@@ -201,7 +218,9 @@ class Transformer(nn.Module):
             rows = rows if rows is not None else slice(0, B)
             start = cache.lengths[rows]  # (B,)
             positions = start[:, None] + torch.arange(T, device=input_ids.device)  # (B, T)
-            S = int(positions.max()) + 1
+            # Keys attended to: up to the furthest row's last position. A compiled caller passes
+            # it (`attend_len`), since reading it off the tensor would break the graph.
+            S = attend_len if attend_len is not None else int(positions.max()) + 1
             if S > cache.max_len:
                 raise ValueError(f"KV cache holds {cache.max_len} tokens per row; {S} needed")
             # A query at position p sees cached keys at positions ≤ p: causal and per row.

@@ -202,3 +202,17 @@ def test_stream_yields_the_same_text_as_generate(model, tokenizer):
     pieces = list(engine.stream([3, 4, 5], params))
     assert "".join(pieces) == engine.generate([[3, 4, 5]], params)[0].text
     assert len(pieces) > 1
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_gives_the_eager_tokens(model, tokenizer):
+    """One compilation (dynamic batch and length) serves a batch that shrinks and refills."""
+    torch.manual_seed(5)
+    prompts = [torch.randint(8, 512, (n,)).tolist() for n in (3, 11, 7, 20, 1)]
+    params = [SamplingParams(max_new_tokens=n, temperature=0) for n in (12, 5, 9, 3, 12)]
+    eager = Engine(model, tokenizer, max_batch_size=3, eos_token_ids=[])
+    compiled = Engine(model, tokenizer, max_batch_size=3, eos_token_ids=[], compile=True)
+    expected = eager.generate(prompts, params)
+    assert [c.token_ids for c in compiled.generate(prompts, params)] == [
+        c.token_ids for c in expected
+    ]
