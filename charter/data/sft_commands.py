@@ -33,6 +33,14 @@ def cmd_sft_synth(args: argparse.Namespace) -> None:
     print(f"{len(records)} {args.split} demonstrations ({_summary(tasks_written)}) -> {args.out}")
 
 
+def cmd_benign_qa(args: argparse.Namespace) -> None:
+    from charter.data.sft import write_sft
+    from charter.eval.benign_qa import benign_qa_records
+
+    n = write_sft(benign_qa_records(), args.out)
+    print(f"{n} benign questions -> {args.out}")
+
+
 def cmd_import_hh(args: argparse.Namespace) -> None:
     from charter.data.hh import import_hh
     from charter.data.sft import write_sft
@@ -109,6 +117,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help=f"WordNet documents for definitions (default {DEFAULT_WORDNET})",
     )
     synth.set_defaults(func=cmd_sft_synth)
+
+    qa = data.add_parser("benign-qa", help="write the benign general-knowledge QA set (eval)")
+    qa.add_argument("--out", required=True, type=Path)
+    qa.set_defaults(func=cmd_benign_qa)
 
     hh = data.add_parser("import-hh", help="HH-RLHF transcripts (JSONL, .gz ok) to SFT JSONL")
     hh.add_argument("input", type=Path)

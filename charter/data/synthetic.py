@@ -540,10 +540,15 @@ TASKS = {
 }
 
 
+# Evaluation sets that are not generated here but are scored the same way.
+OTHER_CHECKS = {"benign_qa": check_contains}  # charter.eval.benign_qa
+
+
 def check(task: str, answer: str, response: str) -> bool:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; the synthetic tasks are {sorted(TASKS)}")
-    return TASKS[task].check(answer, response)
+    checkers = {name: t.check for name, t in TASKS.items()} | OTHER_CHECKS
+    if task not in checkers:
+        raise ValueError(f"unknown task {task!r}; the checkable tasks are {sorted(checkers)}")
+    return checkers[task](answer, response)
 
 
 # ---- definitions: WordNet glosses ----

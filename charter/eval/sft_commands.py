@@ -17,6 +17,8 @@ def cmd_eval_sft(args: argparse.Namespace) -> None:
 
     records = list(read_sft([args.data]))[: args.limit]
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.thinking]
+    if args.own_template and args.thinking != "off":
+        raise SystemExit("charter eval sft: error: --own-template goes with --thinking off")
     log(f"evaluating {args.model} on {len(records)} held-out prompts × {len(modes)} mode(s)")
     report, attempts = evaluate_model(
         load_checkpoint(args.model),
@@ -25,6 +27,7 @@ def cmd_eval_sft(args: argparse.Namespace) -> None:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         thinking_modes=modes,
+        own_template=args.own_template,
     )
     report = {"model": str(args.model), "data": str(args.data), **report}
     if args.out:
@@ -45,6 +48,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     sft.add_argument("--thinking", choices=["off", "on", "both"], default="both")
     sft.add_argument("--max-new-tokens", type=int, default=256)
     sft.add_argument("--batch-size", type=int, default=8)
+    sft.add_argument(
+        "--own-template",
+        action="store_true",
+        help="prompt with the model's own chat template (a model not trained on "
+        "Charter's format, e.g. before fine-tuning)",
+    )
     sft.add_argument("--limit", type=int, help="evaluate only the first N records")
     sft.add_argument("--out", type=Path, help="write the report as JSON here")
     sft.add_argument("--details", type=Path, help="write every attempt as JSONL here")

@@ -43,6 +43,28 @@ from charter.model import Transformer
 from charter.tokenizer import Tokenizer
 
 Complete = Callable[[list[list[int]]], list[str]]
+Render = Callable[[Conversation, bool], list[int]]  # (conversation, thinking) → prompt ids
+
+
+def template_renderer(tokenizer: Tokenizer) -> Render:
+    """Prompts in the checkpoint's own chat template, for a model not trained on Charter's format
+    (SmolLM2 before fine-tuning): text-only conversations, no thinking."""
+
+    def render(conversation: Conversation, thinking: bool) -> list[int]:
+        if thinking or conversation.tools:
+            raise ValueError("the model's own template is used without thinking or tools")
+        messages = (
+            [{"role": "system", "content": conversation.system}] if conversation.system else []
+        )
+        for message in conversation.messages:
+            if not all(isinstance(b, TextBlock) for b in message.content):
+                raise ValueError("the model's own template is used for text-only conversations")
+            text = "\n\n".join(b.text for b in message.content)
+            messages.append({"role": message.role, "content": text})
+        return tokenizer.encode(tokenizer.apply_chat_template(messages))
+
+    return render
+
 
 # The tools the evaluation can run: name → function of the call's input, returning the result.
 TOOL_FUNCTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -109,8 +131,13 @@ def evaluate(
     context_length: int,
     thinking_modes: Sequence[bool] = (False, True),
     max_tool_rounds: int = 3,
+    render: Render | None = None,
 ) -> tuple[dict[str, Any], list[Attempt]]:
-    """The report (see the module docstring) and every attempt, for inspection."""
+    """The report (see the module docstring) and every attempt, for inspection. Prompts are
+    rendered with Charter's `render_prompt` unless `render` says otherwise."""
+    render = render or (
+        lambda conversation, thinking: render_prompt(conversation, tokenizer, thinking=thinking)
+    )
     for record in records:
         if record.task is None or record.answer is None:
             raise ValueError(f"{record.where}: no task and answer to check against")
@@ -121,7 +148,7 @@ def evaluate(
     ]
     pending = attempts
     for round_number in range(max_tool_rounds + 1):
-        prompts = [render_prompt(a.conversation, tokenizer, thinking=a.thinking) for a in pending]
+        prompts = [render(a.conversation, a.thinking) for a in pending]
         fits = [len(prompt) < context_length for prompt in prompts]
         for attempt, fit in zip(pending, fits):
             attempt.context_exceeded = not fit
@@ -208,6 +235,7 @@ def evaluate_model(
     max_len: int = 2048,
     thinking_modes: Sequence[bool] = (False, True),
     progress: bool = True,
+    own_template: bool = False,
 ) -> tuple[dict[str, Any], list[Attempt]]:
     """`evaluate` with greedy decoding on a model in memory (the SFT loop calls this). The KV
     cache holds `max_len` positions per row (the model's context if shorter): the prompts are
@@ -223,6 +251,7 @@ def evaluate_model(
             engine_completer(engine, params, progress),
             context_length=engine.max_len,
             thinking_modes=thinking_modes,
+            render=template_renderer(tokenizer) if own_template else None,
         )
     finally:
         model.train(was_training)

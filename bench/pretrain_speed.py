@@ -1,0 +1,104 @@
+"""Pretraining speed and quality: `charter pretrain` settings vs transformers' fp32 eager step.
+
+1. Step throughput on one batch, interleaved, medians: `transformers.LlamaForCausalLM` (fp32,
+   eager: its default) against Charter's model in fp32 eager, bf16 autocast, and bf16 autocast +
+   torch.compile, on the same weights.
+2. Quality at equal tokens: two real `charter pretrain` runs on prepared shards (`--data`), fp32
+   eager against bf16 + compile, same seed, steps and batches; their tokens/s (median over steps
+   after warm-up, from metrics.jsonl) and final validation loss and bits per byte.
+
+    python bench/pretrain_speed.py --data runs/demo/data [--tier mid] [--steps 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from foundation import train_step_tokens_per_s
+from transformers import LlamaForCausalLM
+
+from charter.checkpoint import save_checkpoint
+from charter.config import preset
+from charter.model import Transformer
+from charter.train.metrics import read_metrics
+
+
+def step_throughput(tier: str, batch: int, seq_len: int, repeats: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    config = preset(tier, vocab_size=8192)
+    charter = Transformer(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(charter, f"{tmp}/m")
+        hf = LlamaForCausalLM.from_pretrained(f"{tmp}/m", dtype=torch.float32)
+    compiled = torch.compile(charter)
+    data = torch.randint(0, 8192, (batch, seq_len + 1))
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+    runs = {
+        "transformers fp32 eager": lambda: train_step_tokens_per_s(
+            hf.train(), lambda m, x: m(x).logits, data, 5),
+        "charter fp32 eager": lambda: train_step_tokens_per_s(
+            charter.train(), lambda m, x: m(x), data, 5),
+        "charter bf16 eager": lambda: train_step_tokens_per_s(
+            charter.train(), lambda m, x: _cast(bf16, m, x), data, 5),
+        "charter bf16 compiled": lambda: train_step_tokens_per_s(
+            compiled.train(), lambda m, x: _cast(bf16, m, x), data, 5),
+    }
+    results: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            results.setdefault(name, []).append(run())
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
+def _cast(autocast, model, x):
+    with autocast:
+        return model(x)
+
+
+def pretrain_run(data: Path, out: Path, tier: str, steps: int, fast: bool) -> dict[str, float]:
+    settings = [f"model.preset={tier}", f"train.steps={steps}", "train.batch_size=16",
+                "train.micro_batch_size=8", "train.warmup_steps=10", f"train.eval_every={steps}",
+                f"train.save_every={steps}", "data.seq_len=256", "data.eval_windows=64",
+                f"train.dtype={'bf16' if fast else 'fp32'}",
+                f"train.compile={'true' if fast else 'false'}"]
+    subprocess.run([sys.executable, "-m", "charter.cli", "pretrain", "--data", str(data),
+                    "--out", str(out), "--set", *settings], check=True,
+                   stdout=subprocess.DEVNULL)
+    rows = read_metrics(out / "metrics.jsonl")
+    return {"tokens/s": statistics.median(r["tokens_per_s"] for r in rows[5:]),
+            "val loss": rows[-1]["val_loss"], "val bpb": rows[-1]["val_bpb"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="`charter data prepare` output")
+    parser.add_argument("--tier", default="mid")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; tier {args.tier}")
+    speeds = step_throughput(args.tier, 8, 256, args.repeats)
+    reference = speeds["transformers fp32 eager"]
+    print(f"\n{'training step (8 × 256 tokens)':32s} {'tokens/s':>10s} {'vs transformers':>16s}")
+    for name, value in speeds.items():
+        print(f"{name:32s} {value:10.1f} {value / reference:15.2f}×")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = pretrain_run(args.data, Path(tmp) / "fp32", args.tier, args.steps, fast=False)
+        fast = pretrain_run(args.data, Path(tmp) / "bf16", args.tier, args.steps, fast=True)
+    print(f"\ncharter pretrain, {args.steps} steps × 16 × 256 tokens, same seed and batches:")
+    print(f"{'settings':28s} {'tokens/s':>10s} {'val loss':>9s} {'val bpb':>8s}")
+    for name, row in (("fp32 eager", plain), ("bf16 autocast + compile", fast)):
+        print(f"{name:28s} {row['tokens/s']:10.1f} {row['val loss']:9.4f} {row['val bpb']:8.4f}")
+    print(f"bf16 + compile / transformers fp32 eager step: {fast['tokens/s'] / reference:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
