@@ -19,7 +19,7 @@ $(VENV)/.charter-installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --retries 0 "$(TORCH_SPEC)" \
 		--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -e ".[test,llamacpp]"
 	# The web chat tests drive Debian's chromium (never a downloaded browser): install it where
 	# we may (root, apt); elsewhere those tests skip and say why.
 	test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

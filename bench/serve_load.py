@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -103,8 +104,15 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 async def run_level(
-    base_url: str, api_key: str, model: str, clients: int, requests: int, max_tokens: int
+    base_url: str,
+    api_key: str,
+    model: str,
+    clients: int,
+    requests: int,
+    max_tokens: int,
+    send: Callable[[httpx.AsyncClient, str, str, int], Awaitable[Outcome]] = one_request,
 ) -> LevelResult:
+    """`send` makes one streaming request (default: the Messages API's)."""
     outcomes: list[Outcome] = []
     progress = tqdm(
         total=clients * requests, desc=f"{clients} clients", unit="req", file=sys.stderr
@@ -113,7 +121,7 @@ async def run_level(
     async def client(index: int, http: httpx.AsyncClient) -> None:
         for i in range(requests):
             prompt = PROMPTS[(index + i * clients) % len(PROMPTS)]
-            outcomes.append(await one_request(http, model, prompt, max_tokens))
+            outcomes.append(await send(http, model, prompt, max_tokens))
             progress.update()
 
     limits = httpx.Limits(max_connections=clients)
@@ -146,7 +154,12 @@ async def run_level(
 
 
 def start_server(
-    model_dir: str, port: int, api_key: str, max_batch_size: int, context: int
+    model_dir: str,
+    port: int,
+    api_key: str,
+    max_batch_size: int,
+    context: int,
+    backend: str = "auto",
 ) -> subprocess.Popen:
     command = [
         sys.executable,
@@ -165,23 +178,27 @@ def start_server(
         str(context),
         "--log-level",
         "warning",
+        "--backend",
+        backend,
     ]
     environment = {k: v for k, v in os.environ.items() if k != "CHARTER_API_KEYS"}
     return subprocess.Popen(command, env=environment)
 
 
-def wait_until_up(base_url: str, server: subprocess.Popen | None, timeout: float = 300) -> None:
+def wait_until_up(
+    base_url: str, server: subprocess.Popen | None, timeout: float = 300, path: str = "/health"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server is not None and server.poll() is not None:
-            raise SystemExit(f"charter serve exited with status {server.returncode}")
+            raise SystemExit(f"the server exited with status {server.returncode}")
         try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{base_url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.5)
-    raise SystemExit(f"no server answered at {base_url}/health within {timeout:.0f} s")
+    raise SystemExit(f"no server answered at {base_url}{path} within {timeout:.0f} s")
 
 
 def markdown_table(results: list[LevelResult]) -> str:

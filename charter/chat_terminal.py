@@ -153,7 +153,8 @@ def chat_loop(session: ChatSession, stdin: TextIO, stdout: TextIO, stderr: TextI
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    from charter.checkpoint import load_checkpoint, load_tokenizer
+    from charter.checkpoint import load_tokenizer
+    from charter.infer.backends import load_engine
 
     try:
         tokenizer = load_tokenizer(args.model)
@@ -162,7 +163,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
                 f"{args.model} has no chat template; use `charter generate --raw` for plain text"
             )
         session = ChatSession(
-            Engine(load_checkpoint(args.model), tokenizer, max_batch_size=1),
+            load_engine(args.model, args.backend, max_batch_size=1),
             system=args.system,
             temperature=SamplingParams(temperature=args.temperature).temperature,
             max_new_tokens=SamplingParams(max_new_tokens=args.max_new_tokens).max_new_tokens,
@@ -174,9 +175,12 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
+    from charter.infer.backends import add_backend_argument
+
     chat = verbs.add_parser("chat", help="chat with a model in the terminal")
     chat.add_argument("--model", required=True, help="a checkpoint directory with a chat template")
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     chat.add_argument("--max-new-tokens", type=int, default=512)
+    add_backend_argument(chat)
     chat.set_defaults(func=cmd_chat)

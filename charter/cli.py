@@ -50,8 +50,8 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
 
-    from charter.checkpoint import load_checkpoint, load_tokenizer
-    from charter.infer.engine import Engine
+    from charter.checkpoint import load_tokenizer
+    from charter.infer.backends import load_engine
     from charter.infer.sampling import SamplingParams
 
     params = SamplingParams(
@@ -63,7 +63,6 @@ def cmd_generate(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     tokenizer = load_tokenizer(args.model)
-    model = load_checkpoint(args.model)
     if tokenizer.chat_template and not args.raw:
         messages = [{"role": "system", "content": args.system}] if args.system else []
         messages.append({"role": "user", "content": args.prompt})
@@ -72,7 +71,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         if args.system:
             raise SystemExit("--system needs a chat template (the directory has none, or --raw)")
         prompt_ids = tokenizer.encode(args.prompt)
-    engine = Engine(model, tokenizer, max_batch_size=1)
+    engine = load_engine(args.model, args.backend, max_batch_size=1)
     for piece in engine.stream(prompt_ids, params):
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -142,9 +141,12 @@ COMMAND_MODULES: list[str] = [
     "charter.data.commands",
     "charter.data.sft_commands",
     "charter.eval.sft_commands",
+    "charter.eval.refusal_commands",
     "charter.train.pretrain",
     "charter.train.sft",
     "charter.eval.plots",
+    "charter.interop.gguf_export",
+    "charter.pipeline",
 ]
 
 
@@ -160,6 +162,8 @@ def verb_group(
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from charter.infer.backends import add_backend_argument
+
     parser = argparse.ArgumentParser(prog="charter", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
 
@@ -188,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-p", type=float, default=1.0)
     generate.add_argument("--stop", nargs="*", help="stop strings (excluded from the output)")
     generate.add_argument("--seed", type=int)
+    add_backend_argument(generate)
     generate.set_defaults(func=cmd_generate)
 
     info = verbs.add_parser("info", help="describe a model directory")

@@ -1,11 +1,16 @@
-"""Shared fixtures: a small tokenizer trained once per session, micro model configs."""
+"""Shared fixtures: a small tokenizer trained once per session, micro model configs, and
+SmolLM2-135M-Instruct imported once per session."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
+from charter.cli import main
 from charter.data.documents import python_docstrings
+from charter.interop.gguf_import import smollm2_gguf_path
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
 from tests.helpers import micro
@@ -32,3 +37,26 @@ def tokenizer_dir(tokenizer, tmp_path_factory):
 def micro_model() -> Transformer:
     torch.manual_seed(0)
     return Transformer(micro()).eval()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def charter_cache(tmp_path_factory):
+    """Caches (the llama.cpp backend's GGUF exports) go to a fresh directory, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHARTER_CACHE", str(tmp_path_factory.mktemp("charter-cache")))
+        yield
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    try:
+        return smollm2_gguf_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_gguf, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smollm2") / "ckpt"
+    main(["import", "smollm2", "--out", str(out)])
+    return out

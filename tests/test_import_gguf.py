@@ -23,10 +23,10 @@ from charter.checkpoint import load_checkpoint, load_tokenizer
 from charter.cli import main
 from charter.infer.engine import END_TURN, MAX_TOKENS, Engine
 from charter.infer.sampling import SamplingParams
+from charter.interop.gguf_export import gguf_tensors, permute_rope_rows
 from charter.interop.gguf_import import (
     GGUFImportError,
     import_gguf,
-    smollm2_gguf_path,
     unpermute_rope_rows,
 )
 from charter.model import Transformer
@@ -34,34 +34,6 @@ from charter.tokenizer import SPECIAL_TOKENS
 from tests.helpers import micro
 
 # ---- writing micro GGUF files the way llama.cpp's converter does ----
-
-
-def llama_cpp_permute(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """llama.cpp's converter: each head's rows from rotate-half order to interleaved pairs."""
-    rows, columns = weight.shape
-    return (
-        weight.reshape(n_heads, 2, rows // n_heads // 2, columns)
-        .swapaxes(1, 2)
-        .reshape(rows, columns)
-    )
-
-
-def gguf_tensors(model: Transformer) -> dict[str, np.ndarray]:
-    """The model's weights under GGUF names, Q/K permuted, fp32, in PyTorch's (out, in) layout."""
-    c = model.config
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, c.num_hidden_layers)
-    tensors = {}
-    for name, tensor in model.state_dict().items():
-        if c.tie_word_embeddings and name == "lm_head.weight":
-            continue
-        hf = name if name.startswith("lm_head") else f"model.{name}"
-        weight = tensor.detach().numpy().astype(np.float32)
-        if "q_proj" in name:
-            weight = llama_cpp_permute(weight, c.num_attention_heads)
-        elif "k_proj" in name:
-            weight = llama_cpp_permute(weight, c.num_key_value_heads)
-        tensors[names.get_name(hf, try_suffixes=(".weight",))] = weight
-    return tensors
 
 
 def add_tensor(writer: gguf.GGUFWriter, name: str, weight: np.ndarray, qtype: QuantType) -> None:
@@ -212,7 +184,7 @@ def test_imported_tokenizer_encodes_as_the_original(tmp_path, micro_llama, token
 def test_unpermute_inverts_llama_cpp_permutation():
     for heads, head_dim in [(1, 2), (3, 8), (9, 64)]:
         weight = torch.randn(heads * head_dim, 5)
-        permuted = torch.from_numpy(llama_cpp_permute(weight.numpy(), heads))
+        permuted = permute_rope_rows(weight, heads)
         assert not torch.equal(permuted, weight) or head_dim == 2
         assert torch.equal(unpermute_rope_rows(permuted, heads), weight)
 
@@ -298,21 +270,6 @@ def test_cli_import_smollm2_says_how_to_install_the_package(tmp_path, monkeypatc
 
 
 # ---- SmolLM2-135M-Instruct vs transformers' GGUF loader ----
-
-
-@pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    try:
-        return smollm2_gguf_path()
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir(smollm2_gguf, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("smollm2") / "ckpt"
-    main(["import", "smollm2", "--out", str(out)])
-    return out
 
 
 @pytest.fixture(scope="session")

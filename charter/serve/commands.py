@@ -39,6 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 context=args.context,
                 dtype=DTYPES[args.dtype],
                 device=args.device,
+                backend=args.backend,
             )
         )
     registry = Registry(models)
@@ -60,6 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
+    from charter.infer.backends import add_backend_argument
+
     serve = verbs.add_parser(
         "serve", help="serve models over the Anthropic Messages API, OpenAI chat and a web chat"
     )
@@ -104,5 +107,6 @@ def register(verbs: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-body-bytes", type=int, default=8 * 2**20)
     serve.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     serve.add_argument("--device", default="cpu")
+    add_backend_argument(serve)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)

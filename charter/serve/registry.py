@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from charter.checkpoint import load_checkpoint, load_tokenizer
+from charter.checkpoint import load_tokenizer
+from charter.infer.backends import load_engine
 from charter.infer.engine import Engine
 from charter.model import Transformer
 from charter.serve.errors import ApiError
@@ -53,9 +54,16 @@ def serve_model(
     """Wrap a loaded model in an engine and a started worker thread. `context` caps prompt +
     output per sequence (default: the model's), which sizes the KV cache."""
     engine = Engine(model, tokenizer, max_batch_size=max_batch_size, max_len=context)
+    return serve_engine(name, engine, max_waiting=max_waiting, created_at=created_at)
+
+
+def serve_engine(
+    name: str, engine: Engine, *, max_waiting: int = 64, created_at: datetime | None = None
+) -> ServedModel:
+    """Put an engine (of either backend) behind a started worker thread."""
     worker = ModelWorker(engine, max_waiting=max_waiting)
     worker.start()
-    return ServedModel(name, tokenizer, worker, created_at or datetime.now(UTC))
+    return ServedModel(name, engine.tokenizer, worker, created_at or datetime.now(UTC))
 
 
 def load_served_model(
@@ -66,22 +74,21 @@ def load_served_model(
     context: int | None,
     dtype: torch.dtype,
     device: str,
+    backend: str = "auto",
 ) -> ServedModel:
     name, directory = parse_model_spec(spec)
-    tokenizer = load_tokenizer(directory)
-    if not tokenizer.chat_template:
+    if not load_tokenizer(directory).chat_template:
         raise ValueError(f"{directory}: the tokenizer has no chat template; it cannot be served")
-    model = load_checkpoint(directory, dtype=dtype, device=device)
-    created = datetime.fromtimestamp((directory / "config.json").stat().st_mtime, UTC)
-    return serve_model(
-        name,
-        model,
-        tokenizer,
+    engine = load_engine(
+        directory,
+        backend,
         max_batch_size=max_batch_size,
-        max_waiting=max_waiting,
-        context=context,
-        created_at=created,
+        max_len=context,
+        dtype=dtype,
+        device=device,
     )
+    created = datetime.fromtimestamp((directory / "config.json").stat().st_mtime, UTC)
+    return serve_engine(name, engine, max_waiting=max_waiting, created_at=created)
 
 
 class Registry:

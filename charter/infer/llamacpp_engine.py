@@ -1,0 +1,203 @@
+"""The generation engine on llama.cpp: Charter's `Engine` with llama.cpp's forward pass.
+
+Everything above the forward pass is the PyTorch engine's own code, inherited rather than
+rewritten: continuous batching over rows, sampling with the same `SamplingParams` and seeded
+torch generators, logits processors, stop sequences through `TextStream`, EOS, cancellation, and
+the `run`, `generate` and `stream` loops. Only the two forward passes differ:
+
+- `add` prefills a prompt into its row's llama.cpp sequence (one `llama_decode`);
+- a decode step puts the last token of every active row into one llama.cpp batch, each tagged
+  with its row's sequence id and position, and reads the logits of all rows at once.
+
+The context has `max_batch_size` sequences and a split (not unified) KV cache, so each
+sequence owns at least `max_len` cells, as each row of the PyTorch `KVCache` does. llama.cpp is
+reached through `llama-cpp-python`'s bindings of its C API (its high-level `Llama` class decodes
+one sequence at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from charter.infer.engine import Engine, GenerationRequest, _Row
+from charter.tokenizer import Tokenizer
+
+
+class SequenceRows:
+    """Engine rows mapped onto llama.cpp sequence ids: what `KVCache` is to the PyTorch engine.
+
+    llama.cpp keeps a sequence's keys and values where they are, so when the engine moves a row
+    only the id moves; it is swapped, so the vacated row holds the freed sequence, which `add`
+    clears before reusing it.
+    """
+
+    def __init__(self, batch_size: int, max_len: int) -> None:
+        self.seq_ids = list(range(batch_size))
+        # Tokens cached per row. numpy, not torch: the engine reads it every step, and numpy's
+        # per-call overhead on a few integers is a fraction of torch's.
+        self.lengths = np.zeros(batch_size, dtype=np.int64)
+        self.max_len = max_len
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.seq_ids)
+
+    def move_row(self, src: int, dst: int) -> None:
+        self.seq_ids[src], self.seq_ids[dst] = self.seq_ids[dst], self.seq_ids[src]
+        self.lengths[dst] = self.lengths[src]
+
+
+def _free(llama_cpp, model, context, batch) -> None:
+    llama_cpp.llama_batch_free(batch)
+    llama_cpp.llama_free(context)
+    llama_cpp.llama_model_free(model)
+
+
+class LlamaCppEngine(Engine):
+    def __init__(
+        self,
+        gguf_path: str | Path,
+        tokenizer: Tokenizer,
+        max_batch_size: int = 8,
+        max_len: int | None = None,
+        eos_token_ids: Sequence[int] | None = None,
+        n_threads: int | None = None,
+        kv_type: str = "f16",
+        verbose: bool = False,
+    ) -> None:
+        """An engine on the GGUF file `gguf_path` (Charter's export of a checkpoint, whose
+        `tokenizer` it uses). `eos_token_ids` defaults to the file's EOS and the tokenizer's;
+        `n_threads` to every core this process may use. `kv_type` is the KV cache's element
+        type: "f16" (llama.cpp's default) or "f32" (exact keys and values, for f32 weights).
+        `verbose` shows llama.cpp's log."""
+        import llama_cpp  # the optional dependency: imported only when this engine is used
+
+        # Engine.__init__ is not called (it builds a PyTorch model's cache); these are the
+        # attributes the inherited methods use: tokenizer, device, rows, cache, max_len,
+        # eos_token_ids and _decode.
+        self.tokenizer = tokenizer
+        self.device = torch.device("cpu")
+        self.rows: list[_Row] = []
+        logging.getLogger("llama-cpp-python").setLevel(logging.INFO if verbose else logging.ERROR)
+        kv_types = {"f16": llama_cpp.GGML_TYPE_F16, "f32": llama_cpp.GGML_TYPE_F32}
+        if kv_type not in kv_types:
+            raise ValueError(f"kv_type {kv_type!r} is not one of {', '.join(kv_types)}")
+        if max_batch_size > llama_cpp.llama_max_parallel_sequences():
+            raise ValueError(
+                f"max_batch_size {max_batch_size} exceeds llama.cpp's "
+                f"{llama_cpp.llama_max_parallel_sequences()} parallel sequences"
+            )
+        llama_cpp.llama_backend_init()
+        model = llama_cpp.llama_model_load_from_file(
+            str(gguf_path).encode(), llama_cpp.llama_model_default_params()
+        )
+        if not model:
+            raise ValueError(f"{gguf_path}: llama.cpp could not load this file (see its log)")
+        trained = llama_cpp.llama_model_n_ctx_train(model)
+        self.max_len = min(max_len or trained, trained)
+        params = llama_cpp.llama_context_default_params()
+        # llama.cpp gives each sequence a multiple of 256 cells (and warns when rounding).
+        params.n_ctx = max_batch_size * -(-self.max_len // 256) * 256
+        params.n_seq_max = max_batch_size
+        params.kv_unified = False  # each sequence gets its own n_ctx / n_seq_max cells
+        params.n_batch = max(self.max_len, max_batch_size)  # a whole prompt in one llama_decode
+        params.n_ubatch = min(params.n_batch, 512)
+        params.n_threads = params.n_threads_batch = n_threads or len(os.sched_getaffinity(0))
+        params.type_k = params.type_v = kv_types[kv_type]
+        params.no_perf = True
+        # Off, as in llama-cpp-python's `Llama`, so the two compare like for like (llama.cpp's
+        # "auto" turns it on; on this CPU that decoded small models more slowly).
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        context = llama_cpp.llama_init_from_model(model, params)
+        if not context:
+            llama_cpp.llama_model_free(model)
+            raise ValueError(f"{gguf_path}: llama.cpp could not create a context (see its log)")
+        batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
+        # numpy views of the batch's arrays, so filling a batch is a few slice assignments.
+        view = lambda pointer: np.ctypeslib.as_array(pointer, shape=(params.n_batch,))  # noqa: E731
+        self._tokens, self._positions = view(batch.token), view(batch.pos)
+        self._wants_logits = view(batch.logits)
+        view(batch.n_seq_id)[:] = 1  # every token belongs to one sequence
+        self._seq_id_slots = [batch.seq_id[i] for i in range(params.n_batch)]
+        self._close = weakref.finalize(self, _free, llama_cpp, model, context, batch)
+        self._llama, self._context, self._batch = llama_cpp, context, batch
+        self._memory = llama_cpp.llama_get_memory(context)
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        self.vocab_size = llama_cpp.llama_vocab_n_tokens(vocab)
+        file_eos = llama_cpp.llama_vocab_eos(vocab)
+        self.eos_token_ids = set(
+            eos_token_ids
+            if eos_token_ids is not None
+            else [*([file_eos] if file_eos >= 0 else []), *tokenizer.eos_token_ids]
+        )
+        self.cache = SequenceRows(max_batch_size, self.max_len)
+        self._decode = self._decode_step
+
+    def close(self) -> None:
+        """Free llama.cpp's model, context and batch now (otherwise when garbage collected)."""
+        self._close()
+
+    def add(self, request: GenerationRequest) -> None:
+        """Prefill `request`'s prompt into a free row's sequence and choose its first token."""
+        if not self.free_rows:
+            raise RuntimeError("no free row in the KV cache")
+        prompt = request.prompt_ids
+        if not prompt:
+            raise ValueError("prompt is empty")
+        if len(prompt) >= self.max_len:
+            raise ValueError(
+                f"prompt is {len(prompt)} tokens; the context window is {self.max_len} tokens"
+            )
+        unknown = [t for t in prompt if not 0 <= t < self.vocab_size]
+        if unknown:
+            raise ValueError(f"prompt token id(s) {unknown[:5]} outside the vocabulary")
+        index = len(self.rows)
+        seq_id = self.cache.seq_ids[index]
+        self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)  # a previous occupant's
+        logits = self._forward(prompt, [seq_id] * len(prompt), range(len(prompt)), last_only=True)
+        self.cache.lengths[index] = len(prompt)
+        self.rows.append(_Row(request, self.tokenizer, self.device))
+        self._accept(index, logits[0])
+
+    def _decode_step(self, last: torch.Tensor, attend_len: int) -> torch.Tensor:
+        """Logits (B, V) of the next token of rows 0…B-1, whose last tokens are `last` (B, 1).
+        (`attend_len` serves the PyTorch engine; llama.cpp masks by sequence itself.)"""
+        n = last.shape[0]
+        positions = self.cache.lengths[:n]
+        logits = self._forward(last[:, 0].numpy(), self.cache.seq_ids[:n], positions)
+        self.cache.lengths[:n] += 1
+        return logits
+
+    def _forward(
+        self,
+        tokens: Sequence[int],
+        seq_ids: Sequence[int],
+        positions: Sequence[int],
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """One `llama_decode` of `tokens`, token i in sequence `seq_ids[i]` at `positions[i]`;
+        the logits (n, V) of every token, or (1, V) of the last one only.
+
+        The tensor is a view of llama.cpp's output buffer, valid until the next decode: the
+        engine samples from it at once."""
+        n = len(tokens)
+        self._tokens[:n] = tokens
+        self._positions[:n] = positions
+        self._wants_logits[:n] = not last_only
+        self._wants_logits[n - 1] = True
+        for slot, seq_id in zip(self._seq_id_slots[:n], seq_ids, strict=True):
+            slot[0] = seq_id
+        self._batch.n_tokens = n
+        status = self._llama.llama_decode(self._context, self._batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed with status {status}")
+        outputs = 1 if last_only else n
+        buffer = self._llama.llama_get_logits(self._context)
+        return torch.from_numpy(np.ctypeslib.as_array(buffer, shape=(outputs, self.vocab_size)))

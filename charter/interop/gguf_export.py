@@ -1,0 +1,263 @@
+"""Export a Charter checkpoint as a GGUF file, so llama.cpp (and everything built on it) runs it.
+
+`charter export gguf MODEL_DIR --out FILE [--dtype f32|f16|bf16|q8_0]` is the inverse of
+`gguf_import.py`, and leans on the same knowledge:
+
+- metadata: the `llama.*` keys the importer reads, from `config.json`;
+- tokenizer: the vocabulary in id order with llama.cpp's token types (CONTROL for special added
+  tokens, USER_DEFINED for other added tokens), the pre-tokeniser's llama.cpp name (found by
+  matching the tokenizer's own pre-tokeniser against the importer's table, so every name we
+  write is one we read back), and merges, special token ids and chat template read by the `gguf`
+  package's `SpecialVocab`, as llama.cpp's own converter does;
+- tensors: renamed with gguf's HF↔GGUF name map, Q/K rows permuted into llama.cpp's RoPE order
+  (`permute_rope_rows`, undone by the importer's `unpermute_rope_rows`), norms kept in F32 (as
+  llama.cpp does), everything else in the chosen type.
+
+The file is written beside its destination and renamed into place, so a failed export never
+leaves a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType as QuantType
+from gguf import LlamaFileType, TokenType
+
+from charter.checkpoint import hf_tensor_name, load_checkpoint, load_tokenizer
+from charter.config import ModelConfig
+from charter.files import resolve_directory
+from charter.interop.gguf_import import ARCHITECTURE, PRE_TOKENIZERS
+from charter.model import Transformer
+from charter.tokenizer import Tokenizer
+
+# --dtype → the type of every matrix, and the file type llama.cpp reports for it.
+EXPORT_TYPES = {
+    "f32": (QuantType.F32, LlamaFileType.ALL_F32),
+    "f16": (QuantType.F16, LlamaFileType.MOSTLY_F16),
+    "bf16": (QuantType.BF16, LlamaFileType.MOSTLY_BF16),
+    "q8_0": (QuantType.Q8_0, LlamaFileType.MOSTLY_Q8_0),
+}
+
+
+class GGUFExportError(ValueError):
+    """A checkpoint that cannot be written as a GGUF file llama.cpp would run identically."""
+
+
+def permute_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Reorder a Q or K projection's output rows (out, in) into llama.cpp's RoPE order.
+
+    Hugging Face Llama rotates the pairs (x_i, x_{i+D/2}) of each head; llama.cpp rotates adjacent
+    pairs (x_{2i}, x_{2i+1}). Reading each head's rows as two halves (2, D/2) and interleaving
+    them puts every rotated pair side by side; `unpermute_rope_rows` is the inverse.
+    """
+    out_features, in_features = weight.shape
+    head_dim = out_features // n_heads
+    halves = weight.reshape(n_heads, 2, head_dim // 2, in_features)  # (H, 2, D/2, d)
+    return halves.transpose(1, 2).reshape(out_features, in_features)  # (H·D/2·2, d)
+
+
+# ---- tokenizer ----
+
+
+def _splitting(pre_tokenizer: Any) -> Any:
+    """A pre-tokeniser's settings without `trim_offsets`, which changes offsets, never splits."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "trim_offsets"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(json.loads(pre_tokenizer.__getstate__())) if pre_tokenizer else None
+
+
+def pre_tokenizer_name(tokenizer: Tokenizer, source: Path) -> str:
+    """llama.cpp's name for the tokenizer's pre-tokeniser (the first the importer maps to it)."""
+    ours = _splitting(tokenizer.backend.pre_tokenizer)
+    for name, build in PRE_TOKENIZERS.items():
+        if _splitting(build()) == ours:
+            return name
+    raise GGUFExportError(
+        f"{source}/tokenizer.json: its pre-tokeniser {json.dumps(ours)} matches none llama.cpp "
+        f"implements that Charter knows ({', '.join(PRE_TOKENIZERS)})"
+    )
+
+
+def check_byte_level_bpe(tokenizer: Tokenizer, source: Path) -> None:
+    """llama.cpp's "gpt2" tokenizer is a byte-level BPE with no normaliser; refuse anything else."""
+    description = json.loads(tokenizer.backend.to_str())
+    model, decoder = description.get("model") or {}, description.get("decoder") or {}
+    if (
+        model.get("type") != "BPE"
+        or model.get("byte_fallback")
+        or decoder.get("type") != "ByteLevel"
+    ):
+        raise GGUFExportError(
+            f"{source}/tokenizer.json: only byte-level BPE tokenizers can be exported (model "
+            f"{model.get('type')!r}, decoder {decoder.get('type')!r})"
+        )
+    if description.get("normalizer"):
+        raise GGUFExportError(
+            f"{source}/tokenizer.json: a normaliser ({description['normalizer'].get('type')}) "
+            "has no llama.cpp equivalent"
+        )
+
+
+def vocabulary(tokenizer: Tokenizer, vocab_size: int, source: Path) -> tuple[list[str], list[int]]:
+    """Tokens in id order and their llama.cpp types, padded with unused tokens to `vocab_size`
+    rows (the embedding may have more rows than the tokenizer has tokens; llama.cpp needs one
+    token per row)."""
+    vocab = tokenizer.backend.get_vocab(with_added_tokens=True)  # token → id
+    if sorted(vocab.values()) != list(range(len(vocab))):
+        raise GGUFExportError(f"{source}/tokenizer.json: token ids are not 0…{len(vocab) - 1}")
+    if len(vocab) > vocab_size:
+        raise GGUFExportError(
+            f"{source}: the tokenizer has {len(vocab)} tokens but the embedding only "
+            f"{vocab_size} rows"
+        )
+    added = tokenizer.backend.get_added_tokens_decoder()  # id → AddedToken
+    tokens = sorted(vocab, key=vocab.get)
+    types = [
+        (TokenType.CONTROL if added[i].special else TokenType.USER_DEFINED)
+        if i in added
+        else TokenType.NORMAL
+        for i in range(len(tokens))
+    ]
+    padding = range(len(tokens), vocab_size)
+    return tokens + [f"[PAD{i}]" for i in padding], types + [TokenType.UNUSED] * len(padding)
+
+
+def add_tokenizer(
+    writer: gguf.GGUFWriter, tokenizer: Tokenizer, config: ModelConfig, source: Path
+) -> None:
+    check_byte_level_bpe(tokenizer, source)
+    tokens, types = vocabulary(tokenizer, config.vocab_size, source)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer, source))
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    special = gguf.SpecialVocab(source, load_merges=True, n_vocab=len(tokens))
+    # Charter never adds BOS or EOS when encoding; llama.cpp must not either, unless told to.
+    special.add_special_token.setdefault("bos", False)
+    special.add_special_token.setdefault("eos", False)
+    special.add_to_gguf(writer, quiet=True)
+
+
+# ---- model ----
+
+
+def add_metadata(writer: gguf.GGUFWriter, config: ModelConfig, name: str, dtype: str) -> None:
+    writer.add_name(name)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_rope_dimension_count(config.head_dim)
+    writer.add_rope_freq_base(config.rope_theta)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    tensor_type, file_type = EXPORT_TYPES[dtype]
+    writer.add_file_type(file_type)
+    if tensor_type not in (QuantType.F32, QuantType.F16):
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def gguf_tensors(model: Transformer) -> dict[str, np.ndarray]:
+    """The model's weights under GGUF names, fp32 in PyTorch's (out, in) layout, Q/K permuted."""
+    config = model.config
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    tensors = {}
+    for name, weight in model.state_dict().items():
+        if config.tie_word_embeddings and name == "lm_head.weight":
+            continue  # llama.cpp reuses token_embd when output.weight is absent
+        if name.endswith("self_attn.q_proj.weight"):
+            weight = permute_rope_rows(weight, config.num_attention_heads)
+        elif name.endswith("self_attn.k_proj.weight"):
+            weight = permute_rope_rows(weight, config.num_key_value_heads)
+        gguf_name = names.get_name(hf_tensor_name(name), try_suffixes=(".weight",))
+        tensors[gguf_name] = weight.detach().float().numpy()
+    return tensors
+
+
+def add_tensor(writer: gguf.GGUFWriter, name: str, weight: np.ndarray, dtype: str) -> None:
+    tensor_type = EXPORT_TYPES[dtype][0]
+    if weight.ndim == 1 or tensor_type == QuantType.F32:  # norms stay F32, as in llama.cpp
+        writer.add_tensor(name, weight)
+        return
+    try:
+        data = gguf.quants.quantize(weight, tensor_type)
+    except gguf.quants.QuantError as e:  # rows that are not a whole number of blocks
+        block = gguf.GGML_QUANT_SIZES[tensor_type][0]
+        raise GGUFExportError(
+            f"tensor {name!r} cannot be stored as {dtype} ({e}): its rows of {weight.shape[-1]} "
+            f"values are not whole {block}-value blocks; export as f16, bf16 or f32"
+        ) from e
+    writer.add_tensor(name, data, raw_dtype=tensor_type)
+
+
+def export_gguf(
+    model_dir: str | Path, out: str | Path, dtype: str = "f32", progress: bool = True
+) -> Path:
+    """Write checkpoint `model_dir` as the GGUF file `out`; return `out`."""
+    if dtype not in EXPORT_TYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(EXPORT_TYPES)}")
+    source = resolve_directory(model_dir)
+    model = load_checkpoint(source)
+    tokenizer = load_tokenizer(source)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    writer = gguf.GGUFWriter(tmp, ARCHITECTURE)
+    try:
+        add_metadata(writer, model.config, Path(model_dir).resolve().name, dtype)
+        add_tokenizer(writer, tokenizer, model.config, source)
+        for name, weight in gguf_tensors(model).items():
+            add_tensor(writer, name, weight, dtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file(progress=progress)
+        writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+# ---- charter export gguf ----
+
+
+def cmd_export_gguf(args: argparse.Namespace) -> None:
+    out = export_gguf(args.model_dir, args.out, args.dtype)
+    print(f"exported {args.model_dir} as {args.dtype}: {out.stat().st_size / 1e6:.1f} MB")
+    print(f"saved: {out}")
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    from charter.cli import verb_group
+
+    kinds = verb_group(verbs, "export", help="export a checkpoint for other runtimes")
+    to_gguf = kinds.add_parser("gguf", help="a GGUF file for llama.cpp")
+    to_gguf.add_argument("model_dir", type=Path, help="a checkpoint directory")
+    to_gguf.add_argument("--out", required=True, type=Path, help="the .gguf file to write")
+    to_gguf.add_argument(
+        "--dtype",
+        choices=list(EXPORT_TYPES),
+        default="f32",
+        help="type of the weight matrices (norms stay f32); default f32",
+    )
+    to_gguf.set_defaults(func=cmd_export_gguf)
