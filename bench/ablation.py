@@ -70,23 +70,30 @@ class AblationTask(PretrainTask):
     """Pretraining, with checkpoints as plain safetensors (GPT-2-style is no Llama)."""
 
     def write_checkpoint(self, directory: Path, state_dict: dict) -> None:
-        save_file({k: v.contiguous() for k, v in state_dict.items()},
-                  directory / "model.safetensors")
+        save_file(
+            {k: v.contiguous() for k, v in state_dict.items()}, directory / "model.safetensors"
+        )
 
     def read_checkpoint(self, directory: Path) -> dict:
         return load_file(directory / "model.safetensors")
 
 
-def llama_config_matching(gpt2_params: int, vocab: int, width: int, layers: int,
-                          context: int) -> ModelConfig:
+def llama_config_matching(
+    gpt2_params: int, vocab: int, width: int, layers: int, context: int
+) -> ModelConfig:
     """The Llama-style config of this shape whose SwiGLU width brings it closest to GPT-2's
     parameter count (GQA saves attention parameters; the MLP spends them)."""
     best = None
     for hidden in range(64, 8 * width, 16):
-        config = ModelConfig(vocab_size=vocab, hidden_size=width, intermediate_size=hidden,
-                             num_hidden_layers=layers, num_attention_heads=width // 64,
-                             num_key_value_heads=max(1, width // 256),
-                             max_position_embeddings=context)
+        config = ModelConfig(
+            vocab_size=vocab,
+            hidden_size=width,
+            intermediate_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=width // 64,
+            num_key_value_heads=max(1, width // 256),
+            max_position_embeddings=context,
+        )
         gap = abs(num_parameters(config) - gpt2_params)
         if best is None or gap < best[0]:
             best = (gap, config)
@@ -107,11 +114,18 @@ def main() -> None:
     vocab = tokenizer.vocab_size
     gpt2 = lambda: GPT2Style(vocab, args.width, args.layers, args.width // 64, args.seq_len)  # noqa: E731
     gpt2_params = sum(p.numel() for p in gpt2().parameters())
-    llama_config = llama_config_matching(gpt2_params, vocab, args.width, args.layers,
-                                         args.seq_len)
-    settings = TrainConfig(steps=args.steps, batch_size=16, micro_batch_size=16, lr=3e-3,
-                           warmup_steps=20, eval_every=max(1, args.steps // 6),
-                           save_every=args.steps, dtype="bf16", compile=True)
+    llama_config = llama_config_matching(gpt2_params, vocab, args.width, args.layers, args.seq_len)
+    settings = TrainConfig(
+        steps=args.steps,
+        batch_size=16,
+        micro_batch_size=16,
+        lr=3e-3,
+        warmup_steps=20,
+        eval_every=max(1, args.steps // 6),
+        save_every=args.steps,
+        dtype="bf16",
+        compile=True,
+    )
     data = DataSettings(seq_len=args.seq_len, eval_windows=64)
     models = {"llama-style": lambda: Transformer(llama_config), "gpt2-style": gpt2}
     parameters = {}
@@ -122,23 +136,34 @@ def main() -> None:
         task = AblationTask(args.data, llama_config, tokenizer, data, seed=0)
         train(model, task, settings, args.out / name, Distributed())
 
-    curves = {name: [r for r in read_metrics(args.out / name / "metrics.jsonl")
-                     if "val_loss" in r] for name in models}
-    print(f"\nparameters: llama-style {parameters['llama-style']:,} "
-          f"(SwiGLU width {llama_config.intermediate_size}, {llama_config.num_key_value_heads} "
-          f"KV heads), gpt2-style {parameters['gpt2-style']:,}; "
-          f"{args.steps} steps × 16 × {args.seq_len} tokens each, bf16 autocast + compile\n")
-    print(f"{'tokens':>10s} {'llama loss':>11s} {'gpt2 loss':>10s} {'llama bpb':>10s} "
-          f"{'gpt2 bpb':>9s}")
+    curves = {
+        name: [r for r in read_metrics(args.out / name / "metrics.jsonl") if "val_loss" in r]
+        for name in models
+    }
+    print(
+        f"\nparameters: llama-style {parameters['llama-style']:,} "
+        f"(SwiGLU width {llama_config.intermediate_size}, {llama_config.num_key_value_heads} "
+        f"KV heads), gpt2-style {parameters['gpt2-style']:,}; "
+        f"{args.steps} steps × 16 × {args.seq_len} tokens each, bf16 autocast + compile\n"
+    )
+    print(
+        f"{'tokens':>10s} {'llama loss':>11s} {'gpt2 loss':>10s} {'llama bpb':>10s} "
+        f"{'gpt2 bpb':>9s}"
+    )
     for a, b in zip(*curves.values()):
-        print(f"{a['tokens']:10,d} {a['val_loss']:11.4f} {b['val_loss']:10.4f} "
-              f"{a['val_bpb']:10.4f} {b['val_bpb']:9.4f}")
+        print(
+            f"{a['tokens']:10,d} {a['val_loss']:11.4f} {b['val_loss']:10.4f} "
+            f"{a['val_bpb']:10.4f} {b['val_bpb']:9.4f}"
+        )
     final = {name: rows[-1] for name, rows in curves.items()}
     gap = final["gpt2-style"]["val_bpb"] - final["llama-style"]["val_bpb"]
-    print(f"\nfinal: llama-style is {gap:+.4f} bits per byte better "
-          f"({100 * gap / final['gpt2-style']['val_bpb']:+.1f}%)")
-    (args.out / "summary.json").write_text(json.dumps(
-        {"parameters": parameters, "final": final, "bpb_gap": gap}, indent=2))
+    print(
+        f"\nfinal: llama-style is {gap:+.4f} bits per byte better "
+        f"({100 * gap / final['gpt2-style']['val_bpb']:+.1f}%)"
+    )
+    (args.out / "summary.json").write_text(
+        json.dumps({"parameters": parameters, "final": final, "bpb_gap": gap}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -133,9 +133,13 @@ def main() -> None:
     for name, value in median.items():
         mfu = f"  MFU {value * flops / 1e9 / peak:5.1%}" if name.startswith("train") else ""
         print(f"{name:28s} {value:10.1f}{mfu}")
-    for what, ours in (("train", "charter"), ("decode b1", "charter"),
-                       ("decode b1", "charter compiled"), ("decode b8", "charter"),
-                       ("decode b8", "charter compiled")):
+    for what, ours in (
+        ("train", "charter"),
+        ("decode b1", "charter"),
+        ("decode b1", "charter compiled"),
+        ("decode b8", "charter"),
+        ("decode b8", "charter compiled"),
+    ):
         ratio = median[f"{what} {ours}"] / median[f"{what} transformers"]
         print(f"{what}: {ours} / transformers = {ratio:.2f}×")
 

@@ -41,13 +41,17 @@ def step_throughput(tier: str, batch: int, seq_len: int, repeats: int) -> dict[s
     bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
     runs = {
         "transformers fp32 eager": lambda: train_step_tokens_per_s(
-            hf.train(), lambda m, x: m(x).logits, data, 5),
+            hf.train(), lambda m, x: m(x).logits, data, 5
+        ),
         "charter fp32 eager": lambda: train_step_tokens_per_s(
-            charter.train(), lambda m, x: m(x), data, 5),
+            charter.train(), lambda m, x: m(x), data, 5
+        ),
         "charter bf16 eager": lambda: train_step_tokens_per_s(
-            charter.train(), lambda m, x: _cast(bf16, m, x), data, 5),
+            charter.train(), lambda m, x: _cast(bf16, m, x), data, 5
+        ),
         "charter bf16 compiled": lambda: train_step_tokens_per_s(
-            compiled.train(), lambda m, x: _cast(bf16, m, x), data, 5),
+            compiled.train(), lambda m, x: _cast(bf16, m, x), data, 5
+        ),
     }
     results: dict[str, list[float]] = {}
     for _ in range(repeats):
@@ -62,17 +66,41 @@ def _cast(autocast, model, x):
 
 
 def pretrain_run(data: Path, out: Path, tier: str, steps: int, fast: bool) -> dict[str, float]:
-    settings = [f"model.preset={tier}", f"train.steps={steps}", "train.batch_size=16",
-                "train.micro_batch_size=8", "train.warmup_steps=10", f"train.eval_every={steps}",
-                f"train.save_every={steps}", "data.seq_len=256", "data.eval_windows=64",
-                f"train.dtype={'bf16' if fast else 'fp32'}",
-                f"train.compile={'true' if fast else 'false'}"]
-    subprocess.run([sys.executable, "-m", "charter.cli", "pretrain", "--data", str(data),
-                    "--out", str(out), "--set", *settings], check=True,
-                   stdout=subprocess.DEVNULL)
+    settings = [
+        f"model.preset={tier}",
+        f"train.steps={steps}",
+        "train.batch_size=16",
+        "train.micro_batch_size=8",
+        "train.warmup_steps=10",
+        f"train.eval_every={steps}",
+        f"train.save_every={steps}",
+        "data.seq_len=256",
+        "data.eval_windows=64",
+        f"train.dtype={'bf16' if fast else 'fp32'}",
+        f"train.compile={'true' if fast else 'false'}",
+    ]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "charter.cli",
+            "pretrain",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--set",
+            *settings,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     rows = read_metrics(out / "metrics.jsonl")
-    return {"tokens/s": statistics.median(r["tokens_per_s"] for r in rows[5:]),
-            "val loss": rows[-1]["val_loss"], "val bpb": rows[-1]["val_bpb"]}
+    return {
+        "tokens/s": statistics.median(r["tokens_per_s"] for r in rows[5:]),
+        "val loss": rows[-1]["val_loss"],
+        "val bpb": rows[-1]["val_bpb"],
+    }
 
 
 def main() -> None:
