@@ -63,6 +63,10 @@ def sample_next_token(
     """One token id from `logits` (V,)."""
     if params.temperature == 0:
         # numpy's argmax skips torch's dispatch: a fifth of the cost per token on a CPU tensor
-        return int(logits.float().numpy().argmax()) if logits.device.type == "cpu" else int(logits.argmax())
+        return (
+            int(logits.float().numpy().argmax())
+            if logits.device.type == "cpu"
+            else int(logits.argmax())
+        )
     scores = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
     return int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
