@@ -70,9 +70,8 @@ class AblationTask(PretrainTask):
     """Pretraining, with checkpoints as plain safetensors (GPT-2-style is no Llama)."""
 
     def write_checkpoint(self, directory: Path, state_dict: dict) -> None:
-        save_file(
-            {k: v.contiguous() for k, v in state_dict.items()}, directory / "model.safetensors"
-        )
+        copies = {k: v.clone() for k, v in state_dict.items()}  # tied weights share memory
+        save_file(copies, directory / "model.safetensors")
 
     def read_checkpoint(self, directory: Path) -> dict:
         return load_file(directory / "model.safetensors")

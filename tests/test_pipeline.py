@@ -24,10 +24,21 @@ def test_every_demo_stage_is_a_valid_charter_command(tmp_path):
     assert names.index("pretrain") < names.index("SFT") < names.index("evaluation")
 
 
-@pytest.mark.parametrize("name", ["demo.toml", "demo-sft.toml"])
+@pytest.mark.parametrize("name", ["demo.toml", "demo-sft.toml", "smollm2-sft.toml"])
 def test_shipped_configs_are_valid(name):
+    from charter.train.pretrain import DataSettings, ModelSettings
+    from charter.train.sft import SFTSettings
+
+    sections = {
+        "train": TrainConfig,
+        "model": ModelSettings,
+        "data": DataSettings,
+        "sft": SFTSettings,
+    }
     settings = load_settings(CONFIGS / name, [])
-    fill(TrainConfig, settings["train"], "train")
+    assert set(settings) <= set(sections) and "train" in settings
+    for section, values in settings.items():
+        fill(sections[section], values, section)  # unknown keys and wrong types raise
 
 
 def test_done_stages_are_skipped_and_the_rest_run_in_order(tmp_path, monkeypatch):

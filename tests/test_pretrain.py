@@ -186,3 +186,12 @@ def test_torchrun_two_ranks_match_one_process(data, straight_run, tmp_path, para
     reference = load_checkpoint(straight_run / "checkpoints" / "step-000009")
     for (name, a), (_, b) in zip(distributed.state_dict().items(), reference.state_dict().items()):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=0, msg=name)
+
+
+def test_a_batch_that_does_not_split_into_micro_batches_is_refused(data, tmp_path):
+    with pytest.raises(
+        SystemExit, match="batch_size 6 is not a multiple of world_size 1 × micro_batch_size 4"
+    ):
+        main(
+            pretrain_args(data, tmp_path / "run", "train.batch_size=6", "train.micro_batch_size=4")
+        )

@@ -130,3 +130,28 @@ def test_bad_demonstration_names_file_line_and_field(base, tmp_path):
     data.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(SystemExit, match=r"bad\.jsonl:2: messages\[1\]\.content"):
         main(["sft", "--base", str(base), "--data", str(data), "--out", str(tmp_path / "r")])
+
+
+def test_frozen_lower_layers_and_embeddings_do_not_change(base, tokenizer, tmp_path):
+    data = tmp_path / "sft.jsonl"
+    write_sft(generate("train", 8, seed=4), data)
+    sft(
+        base,
+        data,
+        tmp_path / "run",
+        "train.steps=2",
+        "train.batch_size=4",
+        "train.micro_batch_size=4",
+        "train.eval_every=2",
+        "train.save_every=2",
+        "sft.freeze_layers=1",
+    )
+    before, after = load_checkpoint(base), load_checkpoint(tmp_path / "run" / "final")
+    assert torch.equal(before.embed_tokens.weight, after.embed_tokens.weight)
+    for (name, a), (_, b) in zip(
+        before.layers[0].state_dict().items(), after.layers[0].state_dict().items()
+    ):
+        assert torch.equal(a, b), name
+    assert not torch.equal(before.layers[1].mlp.up_proj.weight, after.layers[1].mlp.up_proj.weight)
+    with pytest.raises(SystemExit, match="freeze_layers 3: the model has 2 layers"):
+        sft(base, data, tmp_path / "bad", "sft.freeze_layers=3")

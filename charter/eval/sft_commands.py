@@ -10,26 +10,30 @@ from charter.cli import log, verb_group
 
 
 def cmd_eval_sft(args: argparse.Namespace) -> None:
-    from charter.checkpoint import load_checkpoint, load_tokenizer
     from charter.data.sft import read_sft
-    from charter.eval.sft_tasks import evaluate_model
+    from charter.eval.sft_tasks import evaluate_engine
     from charter.files import write_json
+    from charter.infer.backends import load_engine
 
-    records = list(read_sft([args.data]))[: args.limit]
+    records = list(read_sft(args.data))[: args.limit]
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.thinking]
     if args.own_template and args.thinking != "off":
         raise SystemExit("charter eval sft: error: --own-template goes with --thinking off")
     log(f"evaluating {args.model} on {len(records)} held-out prompts × {len(modes)} mode(s)")
-    report, attempts = evaluate_model(
-        load_checkpoint(args.model),
-        load_tokenizer(args.model),
+    engine = load_engine(args.model, args.backend, max_batch_size=args.batch_size, max_len=2048)
+    report, attempts = evaluate_engine(
+        engine,
         records,
         max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
         thinking_modes=modes,
         own_template=args.own_template,
     )
-    report = {"model": str(args.model), "data": str(args.data), **report}
+    report = {
+        "model": str(args.model),
+        "data": [str(p) for p in args.data],
+        "backend": type(engine).__name__,
+        **report,
+    }
     if args.out:
         write_json(args.out, report)
     if args.details:
@@ -41,10 +45,18 @@ def cmd_eval_sft(args: argparse.Namespace) -> None:
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
+    from charter.infer.backends import add_backend_argument
+
     evaluate = verb_group(verbs, "eval", help="evaluate models")
     sft = evaluate.add_parser("sft", help="held-out accuracy on the synthetic SFT tasks")
     sft.add_argument("--model", required=True, type=Path)
-    sft.add_argument("--data", required=True, type=Path, help="held-out SFT JSONL (sft-synth)")
+    sft.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        type=Path,
+        help="held-out SFT JSONL file(s) (sft-synth, benign-qa)",
+    )
     sft.add_argument("--thinking", choices=["off", "on", "both"], default="both")
     sft.add_argument("--max-new-tokens", type=int, default=256)
     sft.add_argument("--batch-size", type=int, default=8)
@@ -57,4 +69,5 @@ def register(verbs: argparse._SubParsersAction) -> None:
     sft.add_argument("--limit", type=int, help="evaluate only the first N records")
     sft.add_argument("--out", type=Path, help="write the report as JSON here")
     sft.add_argument("--details", type=Path, help="write every attempt as JSONL here")
+    add_backend_argument(sft)
     sft.set_defaults(func=cmd_eval_sft)

@@ -225,33 +225,44 @@ def engine_completer(engine: Engine, params: SamplingParams, progress: bool = Tr
     return complete
 
 
+def evaluate_engine(
+    engine: Engine,
+    records: Sequence[SFTRecord],
+    *,
+    max_new_tokens: int = 256,
+    thinking_modes: Sequence[bool] = (False, True),
+    progress: bool = True,
+    own_template: bool = False,
+) -> tuple[dict[str, Any], list[Attempt]]:
+    """`evaluate` with greedy decoding on an engine (PyTorch or llama.cpp)."""
+    tokenizer = engine.tokenizer
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0)
+    return evaluate(
+        records,
+        tokenizer,
+        engine_completer(engine, params, progress),
+        context_length=engine.max_len,
+        thinking_modes=thinking_modes,
+        render=template_renderer(tokenizer) if own_template else None,
+    )
+
+
 def evaluate_model(
     model: Transformer,
     tokenizer: Tokenizer,
     records: Sequence[SFTRecord],
     *,
-    max_new_tokens: int = 256,
     batch_size: int = 8,
     max_len: int = 2048,
-    thinking_modes: Sequence[bool] = (False, True),
-    progress: bool = True,
-    own_template: bool = False,
+    **options: Any,
 ) -> tuple[dict[str, Any], list[Attempt]]:
-    """`evaluate` with greedy decoding on a model in memory (the SFT loop calls this). The KV
-    cache holds `max_len` positions per row (the model's context if shorter): the prompts are
-    short, and a full 8k-context cache for every row would cost gigabytes. The model's
-    train/eval mode is restored afterwards."""
+    """`evaluate_engine` on a model in memory (the SFT loop calls this). The KV cache holds
+    `max_len` positions per row (the model's context if shorter): the prompts are short, and a
+    full 8k-context cache for every row would cost gigabytes. The model's train/eval mode is
+    restored afterwards."""
     was_training = model.training
     try:
         engine = Engine(model, tokenizer, max_batch_size=batch_size, max_len=max_len)
-        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0)
-        return evaluate(
-            records,
-            tokenizer,
-            engine_completer(engine, params, progress),
-            context_length=engine.max_len,
-            thinking_modes=thinking_modes,
-            render=template_renderer(tokenizer) if own_template else None,
-        )
+        return evaluate_engine(engine, records, **options)
     finally:
         model.train(was_training)

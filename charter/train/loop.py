@@ -96,7 +96,8 @@ class Task(Protocol):
     def train_batches(
         self, step: int, rank: int, world_size: int, batch_size: int, micro_batch_size: int
     ) -> list[Batch]:
-        """This rank's micro-batches of global batch `step` (a pure function of its arguments)."""
+        """This rank's micro-batches of global batch `step` (a pure function of its arguments;
+        the loop checks that `batch_size` splits into whole micro-batches on every rank)."""
 
     def eval_batches(self, rank: int, world_size: int, micro_batch_size: int) -> list[Batch]: ...
 
@@ -161,6 +162,11 @@ def train(
     ctx: Distributed,
 ) -> TrainResult:
     out_dir = Path(out_dir)
+    if config.batch_size % (ctx.world_size * config.micro_batch_size):
+        raise ValueError(  # every rank must get whole micro-batches of the global batch
+            f"batch_size {config.batch_size} is not a multiple of world_size {ctx.world_size} "
+            f"× micro_batch_size {config.micro_batch_size}"
+        )
     model.to(ctx.device)
     wrapped = wrap_model(model, ctx, config.parallel)
     optimizer = make_adamw(wrapped, config.lr, config.weight_decay, (config.beta1, config.beta2))

