@@ -5,9 +5,10 @@
    torch.compile, on the same weights.
 2. Quality at equal tokens: two real `charter pretrain` runs on prepared shards (`--data`), fp32
    eager against bf16 + compile, same seed, steps and batches; their tokens/s (median over steps
-   after warm-up, from metrics.jsonl) and final validation loss and bits per byte.
+   after warm-up, from metrics.jsonl), validation loss at five points, and the final bits per
+   byte.
 
-    python bench/pretrain_speed.py --data runs/demo/data [--tier mid] [--steps 60]
+    python bench/pretrain_speed.py --data runs/demo/data [--tier mid] [--steps 60] [--lr 1e-3]
 """
 
 from __future__ import annotations
@@ -65,14 +66,17 @@ def _cast(autocast, model, x):
         return model(x)
 
 
-def pretrain_run(data: Path, out: Path, tier: str, steps: int, fast: bool) -> dict[str, float]:
+def pretrain_run(
+    data: Path, out: Path, tier: str, steps: int, lr: float, fast: bool
+) -> dict[str, float]:
     settings = [
         f"model.preset={tier}",
         f"train.steps={steps}",
+        f"train.lr={lr}",
         "train.batch_size=16",
         "train.micro_batch_size=8",
         "train.warmup_steps=10",
-        f"train.eval_every={steps}",
+        f"train.eval_every={max(1, steps // 5)}",
         f"train.save_every={steps}",
         "data.seq_len=256",
         "data.eval_windows=64",
@@ -96,10 +100,12 @@ def pretrain_run(data: Path, out: Path, tier: str, steps: int, fast: bool) -> di
         stdout=subprocess.DEVNULL,
     )
     rows = read_metrics(out / "metrics.jsonl")
+    evals = [r for r in rows if "val_loss" in r]
     return {
-        "tokens/s": statistics.median(r["tokens_per_s"] for r in rows[5:]),
-        "val loss": rows[-1]["val_loss"],
-        "val bpb": rows[-1]["val_bpb"],
+        "tokens/s": statistics.median([r["tokens_per_s"] for r in rows][5:]),
+        "val loss": evals[-1]["val_loss"],
+        "val bpb": evals[-1]["val_bpb"],
+        "curve": [(r["step"], r["val_loss"]) for r in evals],
     }
 
 
@@ -108,6 +114,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="`charter data prepare` output")
     parser.add_argument("--tier", default="mid")
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of both runs")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
@@ -119,13 +126,19 @@ def main() -> None:
         print(f"{name:32s} {value:10.1f} {value / reference:15.2f}×")
 
     with tempfile.TemporaryDirectory() as tmp:
-        plain = pretrain_run(args.data, Path(tmp) / "fp32", args.tier, args.steps, fast=False)
-        fast = pretrain_run(args.data, Path(tmp) / "bf16", args.tier, args.steps, fast=True)
+        runs = [
+            pretrain_run(args.data, Path(tmp) / name, args.tier, args.steps, args.lr, fast)
+            for name, fast in (("fp32", False), ("bf16", True))
+        ]
+    plain, fast = runs
     print(f"\ncharter pretrain, {args.steps} steps × 16 × 256 tokens, same seed and batches:")
     print(f"{'settings':28s} {'tokens/s':>10s} {'val loss':>9s} {'val bpb':>8s}")
     for name, row in (("fp32 eager", plain), ("bf16 autocast + compile", fast)):
         print(f"{name:28s} {row['tokens/s']:10.1f} {row['val loss']:9.4f} {row['val bpb']:8.4f}")
     print(f"bf16 + compile / transformers fp32 eager step: {fast['tokens/s'] / reference:.2f}×")
+    print(f"\n{'step':>6s} {'fp32 val loss':>14s} {'bf16 val loss':>14s} {'bf16 − fp32':>12s}")
+    for (step, a), (_, b) in zip(plain["curve"], fast["curve"], strict=True):
+        print(f"{step:6d} {a:14.4f} {b:14.4f} {b - a:+12.4f}")
 
 
 if __name__ == "__main__":

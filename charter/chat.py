@@ -15,7 +15,6 @@ Rendering (the strings come from `chat_template.py`):
     <think>
     {thinking}
     </think>
-
     {text}<tool_call>{"name": "calculator", "input": {"expression": "12*34"}}</tool_call><|im_end|>
     <|im_start|>tool
     <tool_result name="calculator">408</tool_result><|im_end|>
@@ -23,7 +22,6 @@ Rendering (the strings come from `chat_template.py`):
     <think>
 
     </think>
-
     12 × 34 = 408.<|im_end|>
 
 - Blocks are rendered in order. Adjacent text blocks are joined by a blank line, as are the text
@@ -35,13 +33,16 @@ Rendering (the strings come from `chat_template.py`):
   learns to answer directly after it (the hybrid-reasoning toggle); with thinking on it gets none.
   Thinking blocks that are present are always rendered. SFT renders with thinking off
   (`charter.data.sft.to_training_example`), so a model sees every turn open with a think block.
-- The loss mask is True on the assistant turn bodies and their `<|im_end|>`; the `assistant\\n`
-  header, every other turn, and the newline after `<|im_end|>` are False.
+- The loss mask is True on what the model generates of each assistant turn, and its
+  `<|im_end|>`. False: the `assistant\\n` header and the turn's opening that a generation prompt
+  supplies (the empty think block, or `<think>\\n` before thinking: `assistant_opening`), every
+  other turn, and the newline after `<|im_end|>`. Training the opening would teach the model to
+  pick an empty think block by itself, and the thinking toggle would stop working.
 - Only the renderer's markers are special tokens: all content is encoded with
   `special_tokens=False`, so a literal `<|im_end|>` in a message stays text. Each turn's
-  `role\\n` header is encoded apart from its body, so the ids trained on after `assistant\\n` are
-  the ids the model produces after the prompt; whole-string tokenisation (Hugging Face's
-  `apply_chat_template`) agrees except when a body starts with a line break.
+  `role\\n` header, and an assistant turn's opening, are encoded apart from the body, so the ids
+  trained on are the ids the model produces after the prompt; whole-string tokenisation (Hugging
+  Face's `apply_chat_template`) agrees except when a body starts with a line break.
 """
 
 from __future__ import annotations
@@ -386,8 +387,10 @@ class _Encoder:
         self.add([self.im_start], False)
         self.text(f"{role}\n")
 
-    def turn(self, role: str, body: str, trained: bool = False) -> None:
+    def turn(self, role: str, body: str, trained: bool = False, opening: str = "") -> None:
+        """A whole turn; `opening` is untrained text encoded apart, between header and body."""
         self.open_turn(role)
+        self.text(opening)
         self.text(body, trained)
         self.add([self.im_end], trained)
         self.text("\n")
@@ -441,10 +444,25 @@ def _render_turns(
         encoder.turn("system", system)
     for message in messages:
         if message.role == "assistant":
-            encoder.turn("assistant", assistant_body(message.content, thinking), trained=True)
+            body = assistant_body(message.content, thinking)
+            opening = assistant_opening(message.content, thinking)
+            # The opening is what `render_prompt` supplies at inference, so it is context, not
+            # a target: trained, the model would learn to choose an empty think block by itself
+            # and ignore the thinking toggle. Encoded apart, its ids are the prompt's ids.
+            encoder.turn("assistant", body.removeprefix(opening), trained=True, opening=opening)
         else:
             for role, body in _user_turns(message.content, names):
                 encoder.turn(role, body)
+
+
+def assistant_opening(content: list[Block], thinking: bool) -> str:
+    """The start of an assistant turn that a generation prompt supplies (`render_prompt`): the
+    empty think block when thinking is off and the turn has none, `<think>\n` when the turn
+    starts with thinking, else nothing."""
+    if content and isinstance(content[0], ThinkingBlock):
+        return THINK_PROMPT
+    has_thinking = any(isinstance(block, ThinkingBlock) for block in content)
+    return "" if thinking or has_thinking else EMPTY_THINK
 
 
 def assistant_body(content: list[Block], thinking: bool) -> str:

@@ -14,8 +14,6 @@ from typing import Any
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
-# What the model reads when thinking is off: an empty think block, then the answer directly.
-EMPTY_THINK = f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n"
 # What a prompt ends with when thinking is on, so the model starts by thinking.
 THINK_PROMPT = f"{THINK_OPEN}\n"
 # Paragraphs of a user turn, a system prompt or a tool result given as several text blocks.
@@ -32,7 +30,14 @@ TOOLS_PREAMBLE = (
 
 
 def thinking_block(thinking: str) -> str:
-    return f"{THINK_OPEN}\n{thinking}\n{THINK_CLOSE}\n\n"
+    # One line break after the block, not two: a prompt ending in a single "\n" tokenises the
+    # same as that "\n" followed by the answer under both GPT-2-style and Llama-3-style
+    # pre-tokenisers, while "\n\n" becomes one token at the end of a prompt but two before a word.
+    return f"{THINK_OPEN}\n{thinking}\n{THINK_CLOSE}\n"
+
+
+# What the model reads when thinking is off: an empty think block, then the answer directly.
+EMPTY_THINK = thinking_block("")
 
 
 def tool_call(name: str, tool_input: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
 
 from charter.chat import (
@@ -20,13 +21,14 @@ from charter.chat import (
     ToolResultBlock,
     ToolUseBlock,
     assistant_body,
+    assistant_opening,
     conversation_from_dict,
     conversation_to_dict,
     render,
     render_prompt,
 )
 from charter.chat_template import EMPTY_THINK
-from charter.tokenizer import IM_END, IM_START
+from charter.tokenizer import IM_END, IM_START, Tokenizer, byte_level_bpe
 
 TAGS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<|")
 
@@ -121,17 +123,22 @@ def test_loss_mask_covers_exactly_the_assistant_tokens(tokenizer, conversation, 
     assistant = [m for m in conversation.messages if m.role == "assistant"]
     runs = assistant_runs(rendered.ids, rendered.loss_mask)
     im_end = tokenizer.token_id(IM_END)
-    # One run per assistant turn: exactly its body, then its <|im_end|>.
+    openings = [assistant_opening(m.content, thinking) for m in assistant]
+    # One run per assistant turn: exactly its body after the opening, then its <|im_end|>.
     assert [tokenizer.decode(run[:-1]) for run in runs] == [
-        assistant_body(m.content, thinking) for m in assistant
+        assistant_body(m.content, thinking).removeprefix(opening)
+        for m, opening in zip(assistant, openings)
     ]
     assert all(run[-1] == im_end for run in runs)
-    # Each run comes straight after an unmasked `<|im_start|>assistant\n` header.
-    for index, (trained, previous) in enumerate(
-        zip(rendered.loss_mask, [False, *rendered.loss_mask])
-    ):
-        if trained and not previous:
-            assert tokenizer.decode(rendered.ids[:index]).endswith(f"{IM_START}assistant\n")
+    # Each run comes straight after an unmasked `<|im_start|>assistant\n` header and opening.
+    starts = [
+        i
+        for i, (m, prev) in enumerate(zip(rendered.loss_mask, [False, *rendered.loss_mask]))
+        if m and not prev
+    ]
+    assert len(starts) == len(openings)
+    for index, opening in zip(starts, openings):
+        assert tokenizer.decode(rendered.ids[:index]).endswith(f"{IM_START}assistant\n{opening}")
 
 
 def test_rendering_of_a_tool_use_conversation(tokenizer):
@@ -151,7 +158,7 @@ def test_rendering_of_a_tool_use_conversation(tokenizer):
     assert text.startswith(f"{IM_START}system\nBe brief.\n\n# Tools\n")
     assert '## calculator\nEvaluate arithmetic.\nInput schema: {"type": "object"}<|im_end|>' in text
     assert text.endswith(
-        f"{IM_START}assistant\n<think>\nUse the tool.\n</think>\n\n"
+        f"{IM_START}assistant\n<think>\nUse the tool.\n</think>\n"
         '<tool_call>{"name": "calculator", "input": {"expression": "12*34"}}</tool_call>'
         f"{IM_END}\n{IM_START}tool\n"
         f'<tool_result name="calculator">408</tool_result>{IM_END}\n'
@@ -163,6 +170,34 @@ def test_rendering_of_a_tool_use_conversation(tokenizer):
     text = tokenizer.decode(render(conversation, tokenizer, thinking=True).ids)
     assert '<tool_result name="calculator" error="true">a\n\nb</tool_result>' in text
     assert f"{IM_START}assistant\nIt is 408.{IM_END}" in text  # thinking on: no empty block
+
+
+@pytest.fixture(scope="module")
+def gpt2_split_tokenizer(corpus) -> Tokenizer:
+    """A byte-level BPE with GPT-2's pre-tokeniser, as SmolLM2 has: there a trailing "\n\n" is
+    one token at the end of a string but two before a word."""
+    backend, trainer = byte_level_bpe(512)
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.train_from_iterator(corpus, trainer=trainer)
+    return Tokenizer(backend)
+
+
+@pytest.mark.parametrize("split", ["llama3", "gpt2"])
+@pytest.mark.parametrize("thinks", [False, True])
+def test_trained_tokens_start_where_the_generation_prompt_ends(
+    tokenizer, gpt2_split_tokenizer, split, thinks
+):
+    """What the model is trained to produce follows exactly the ids it is prompted with, in the
+    matching thinking mode: the opening (empty think block, or `<think>\\n`) is not a target."""
+    tok = tokenizer if split == "llama3" else gpt2_split_tokenizer
+    question = Conversation([Message("user", [TextBlock("What is 2 + 3?")])])
+    content = [ThinkingBlock("Add them."), TextBlock("Five.")] if thinks else [TextBlock("Five.")]
+    demonstration = Conversation([*question.messages, Message("assistant", content)])
+    rendered = render(demonstration, tok, thinking=False)
+    first_trained = rendered.loss_mask.index(True)
+    assert rendered.ids[:first_trained] == render_prompt(question, tok, thinking=thinks)
+    trained = tok.decode(rendered.ids[first_trained:-1])
+    assert trained == ("Add them.\n</think>\nFive." if thinks else "Five.") + IM_END
 
 
 def test_thinking_toggle_and_generation_prompts(tokenizer):
@@ -196,7 +231,7 @@ def test_literal_special_tokens_in_content_stay_text(tokenizer):
     text = tokenizer.decode(rendered.ids)
     assert f"{IM_START}user\n{sneaky}{IM_END}\n" in text
     assert tokenizer.decode(assistant_runs(rendered.ids, rendered.loss_mask)[0]) == (
-        f"{EMPTY_THINK}ok {IM_END}{IM_END}"
+        f"ok {IM_END}{IM_END}"
     )
 
 

@@ -22,6 +22,7 @@ from charter.chat import (
     ThinkingBlock,
     ToolUseBlock,
     assistant_body,
+    assistant_opening,
     render,
 )
 from charter.chat_template import THINK_PROMPT
@@ -75,9 +76,10 @@ def blocks_from_events(events: list) -> list:
 def test_render_then_parse_gives_back_the_blocks(tokenizer, content, thinking, cuts):
     conversation = Conversation([Message("user", [TextBlock("q")]), Message("assistant", content)])
     rendered = render(conversation, tokenizer, thinking=thinking)
-    turn = tokenizer.decode(assistant_runs(rendered.ids, rendered.loss_mask)[0])
-    assert turn.endswith(IM_END)
-    text = turn.removesuffix(IM_END)
+    trained = tokenizer.decode(assistant_runs(rendered.ids, rendered.loss_mask)[0])
+    assert trained.endswith(IM_END)
+    # The whole turn: the opening the prompt supplies, then what the model is trained to write.
+    text = assistant_opening(content, thinking) + trained.removesuffix(IM_END)
     for chunks in ([text], split(text, cuts), list(text)):
         parser, events = parse(chunks)
         assert without_ids(parser.blocks) == without_ids(content)

@@ -362,7 +362,7 @@ def test_thinking_is_cut_at_its_budget_then_the_model_answers(client, base_url, 
     budget = 6
     thinking_ids = tokenizer.encode("I should consider the weather in Paris, then answer.")
     assert len(thinking_ids) > budget
-    close_ids = tokenizer.encode("\n</think>\n\n", special_tokens=False)
+    close_ids = tokenizer.encode("\n</think>\n", special_tokens=False)
     filler = tokenizer.encode("x") * len(close_ids)  # overridden by the budget's forced close
     answer = reply_ids(tokenizer, "It is sunny.")
     script.reply(thinking_ids[:budget] + filler + answer)
@@ -395,7 +395,7 @@ def test_thinking_is_cut_at_its_budget_then_the_model_answers(client, base_url, 
 
 
 def test_a_model_that_ends_its_thinking_in_budget_is_not_cut(client, script, tokenizer):
-    script.reply(reply_ids(tokenizer, "Short thought.\n</think>\n\nThe answer."))
+    script.reply(reply_ids(tokenizer, "Short thought.\n</think>\nThe answer."))
     message = client.messages.create(
         model="micro",
         max_tokens=60,

@@ -115,7 +115,7 @@ def test_send_streams_markdown_with_collapsible_thinking(chat, script, tokenizer
     chat.page.check("#thinking")
     chat.page.fill("#budget", "50")
     reply = (
-        "The user greets me.\n</think>\n\n"
+        "The user greets me.\n</think>\n"
         "Hello **world**, this is `code` and a list:\n\n- one\n- two"
     )
     script.reply(reply_ids(tokenizer, reply), delay=0.03)

@@ -113,13 +113,16 @@ def test_invalid_lines_are_errors_naming_file_line_and_field(tmp_path, line, err
     assert str(raised.value).startswith(f"{path}{error}")
 
 
-def test_training_examples_use_the_empty_think_block_when_there_is_no_thinking(tokenizer):
+def test_training_examples_read_the_empty_think_block_when_there_is_no_thinking(tokenizer):
     record = SFTRecord(
         Conversation([Message("user", [TextBlock("hi")]), Message("assistant", [TextBlock("yo")])])
     )
     example = to_training_example(record, tokenizer)
     trained = [t for t, m in zip(example.ids, example.loss_mask) if m]
-    assert tokenizer.decode(trained) == f"{EMPTY_THINK}yo{IM_END}"
+    # The empty block is context (the prompt supplies it when thinking is off), not a target.
+    assert tokenizer.decode(trained) == f"yo{IM_END}"
+    first_trained = example.loss_mask.index(True)
+    assert tokenizer.decode(example.ids[:first_trained]).endswith(f"assistant\n{EMPTY_THINK}")
 
 
 # ---- HH-RLHF ----

@@ -46,7 +46,7 @@ def test_transformers_autotokenizer_loads_it_with_identical_ids(tokenizer, token
     assert ours == hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert ours == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n"
-        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+        "<|im_start|>assistant\n<think>\n\n</think>\n"
     )
 
 

@@ -43,13 +43,13 @@ def force_token(logits: torch.Tensor, token: int) -> torch.Tensor:
 
 class ThinkingBudget:
     """A logits processor that lets the model think for at most `budget` tokens: if no
-    `</think>` has appeared by then, it forces the tokens of `\\n</think>\\n\\n` and lets the
+    `</think>` has appeared by then, it forces the tokens of `\\n</think>\\n` and lets the
     model go on to its answer."""
 
     def __init__(self, tokenizer: Tokenizer, budget: int) -> None:
         self.tokenizer = tokenizer
         self.budget = budget
-        self.close_ids = tokenizer.encode(f"\n{THINK_CLOSE}\n\n", special_tokens=False)
+        self.close_ids = tokenizer.encode(f"\n{THINK_CLOSE}\n", special_tokens=False)
         self.forcing_from: int | None = None
         self.done = False
 
