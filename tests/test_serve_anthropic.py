@@ -20,6 +20,7 @@ from charter.chat_template import EMPTY_THINK, THINK_PROMPT, tool_result
 from tests.serve_helpers import (
     CONTEXT,
     Script,
+    ScriptedOutput,
     health,
     micro_registry,
     raw_sse,
@@ -226,10 +227,13 @@ def test_every_stream_event_is_a_valid_sdk_event_in_protocol_order(base_url, scr
 
 
 def test_a_failure_mid_stream_is_an_error_event(client, base_url, script, tokenizer):
+    # Scripted tokens first, so that sampling cannot end the turn before the failure.
+    scripted = ScriptedOutput(reply_ids(tokenizer, "a reply that runs past its third token"))
+
     def fail_on_the_third_token(generated, logits):
         if len(generated) == 3:
             raise RuntimeError("the accelerator caught fire")
-        return logits
+        return scripted(generated, logits)
 
     script.processor = fail_on_the_third_token
     body = {"model": "micro", "max_tokens": 50, "messages": HELLO, "stream": True}

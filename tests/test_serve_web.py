@@ -115,8 +115,7 @@ def test_send_streams_markdown_with_collapsible_thinking(chat, script, tokenizer
     chat.page.check("#thinking")
     chat.page.fill("#budget", "50")
     reply = (
-        "The user greets me.\n</think>\n"
-        "Hello **world**, this is `code` and a list:\n\n- one\n- two"
+        "The user greets me.\n</think>\nHello **world**, this is `code` and a list:\n\n- one\n- two"
     )
     script.reply(reply_ids(tokenizer, reply), delay=0.03)
     chat.send("Hi there")

@@ -68,7 +68,7 @@ def test_thinking_budget_forces_the_close_after_budget_tokens(tokenizer):
         token = int(budget(generated + closing, logits).argmax())
         closing.append(token)
     assert closing == budget.close_ids
-    assert tokenizer.decode(closing) == f"\n{THINK_CLOSE}\n\n"
+    assert tokenizer.decode(closing) == f"\n{THINK_CLOSE}\n"
     assert torch.equal(budget(generated + closing, logits), logits)  # then the answer is free
 
 
