@@ -10,8 +10,8 @@ grows with the number of clients.
 The server runs as its own `charter serve` process (so the load generator does not share its
 interpreter), or pass --url to measure one already running.
 
-    python bench/serve_load.py --model DIR [--clients 1 4 16] [--requests 4] [--max-tokens 64]
-        [--out results.jsonl]
+    python bench/serve_load.py --model DIR [--backend auto|torch|llamacpp] [--clients 1 4 16]
+        [--requests 4] [--max-tokens 64] [--out results.jsonl]
 """
 
 from __future__ import annotations
@@ -234,13 +234,18 @@ def main(argv: list[str] | None = None) -> list[LevelResult]:
     parser.add_argument(
         "--context", type=int, default=1024, help="tokens per sequence (sizes the KV cache)"
     )
+    parser.add_argument(
+        "--backend", default="auto", choices=["auto", "torch", "llamacpp"], help="with --model"
+    )
     parser.add_argument("--out", type=Path, help="append one JSON line per level")
     args = parser.parse_args(argv)
 
     server = None
     if args.model:
         base_url = f"http://127.0.0.1:{args.port}"
-        server = start_server(args.model, args.port, args.api_key, max(args.clients), args.context)
+        server = start_server(
+            args.model, args.port, args.api_key, max(args.clients), args.context, args.backend
+        )
     else:
         base_url = args.url.rstrip("/")
     try:
