@@ -461,15 +461,18 @@ def assistant_opening(content: list[Block], thinking: bool) -> str:
     starts with thinking, else nothing."""
     if content and isinstance(content[0], ThinkingBlock):
         return THINK_PROMPT
-    has_thinking = any(isinstance(block, ThinkingBlock) for block in content)
-    return "" if thinking or has_thinking else EMPTY_THINK
+    return EMPTY_THINK if _gets_empty_think(content, thinking) else ""
+
+
+def _gets_empty_think(content: list[Block], thinking: bool) -> bool:
+    """Thinking off and no thinking block: the turn opens with an empty one."""
+    return not thinking and not any(isinstance(block, ThinkingBlock) for block in content)
 
 
 def assistant_body(content: list[Block], thinking: bool) -> str:
     """The text of an assistant turn: its blocks in order, after an empty think block when
     thinking is off and the turn has none."""
-    has_thinking = any(isinstance(block, ThinkingBlock) for block in content)
-    parts = [] if thinking or has_thinking else [EMPTY_THINK]
+    parts = [EMPTY_THINK] if _gets_empty_think(content, thinking) else []
     for previous, block in zip([None, *content], content):
         if isinstance(block, TextBlock):
             separator = BLOCK_SEPARATOR if isinstance(previous, TextBlock) else ""

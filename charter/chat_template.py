@@ -29,11 +29,15 @@ TOOLS_PREAMBLE = (
 )
 
 
+# How a think block ends. One line break after it, not two: a prompt ending in a single "\n"
+# tokenises the same as that "\n" followed by the answer under both GPT-2-style and
+# Llama-3-style pre-tokenisers, while "\n\n" is one token at the end of a prompt but two before
+# a word.
+THINK_END = f"\n{THINK_CLOSE}\n"
+
+
 def thinking_block(thinking: str) -> str:
-    # One line break after the block, not two: a prompt ending in a single "\n" tokenises the
-    # same as that "\n" followed by the answer under both GPT-2-style and Llama-3-style
-    # pre-tokenisers, while "\n\n" becomes one token at the end of a prompt but two before a word.
-    return f"{THINK_OPEN}\n{thinking}\n{THINK_CLOSE}\n"
+    return f"{THINK_OPEN}\n{thinking}{THINK_END}"
 
 
 # What the model reads when thinking is off: an empty think block, then the answer directly.

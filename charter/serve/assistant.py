@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 
 from charter import chat
-from charter.chat_template import THINK_CLOSE, TOOL_CALL_OPEN
+from charter.chat_template import THINK_CLOSE, THINK_END, TOOL_CALL_OPEN
 from charter.infer.engine import END_TURN, STOP_SEQUENCE, GenerationRequest
 from charter.infer.sampling import SamplingParams
 from charter.serve.errors import ApiError, invalid_request
@@ -49,7 +49,7 @@ class ThinkingBudget:
     def __init__(self, tokenizer: Tokenizer, budget: int) -> None:
         self.tokenizer = tokenizer
         self.budget = budget
-        self.close_ids = tokenizer.encode(f"\n{THINK_CLOSE}\n", special_tokens=False)
+        self.close_ids = tokenizer.encode(THINK_END, special_tokens=False)
         self.forcing_from: int | None = None
         self.done = False
 
