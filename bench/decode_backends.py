@@ -7,11 +7,13 @@ included), for:
 - `charter torch`: Charter's engine in PyTorch, eager;
 - `charter torch compiled`: the same with its compiled decode step (`Engine(compile=True)`);
 - `charter llama.cpp`: Charter's engine on llama.cpp (`--backend llamacpp`: the checkpoint
-  exported to an f32 GGUF, an f32 KV cache);
+  exported to a GGUF of `--gguf-dtype`, f32 by default with an f32 KV cache; f16 or bf16 weights
+  get an f16 KV cache, as in `load_engine`);
 - `llama-cpp-python`: the same GGUF through llama-cpp-python's own `Llama.generate` with the same
   settings (threads, context, KV cache type) — the bar the llama.cpp backend is held to (≥ 0.9×
   at batch 1). It decodes one sequence at a time, so its batch 8 is eight sequences in turn;
-- `transformers`: `LlamaForCausalLM.generate()` on the checkpoint directory.
+- `transformers`: `LlamaForCausalLM.generate()` on the checkpoint directory, in fp32 (its CPU
+  default); `transformers bf16` (only when asked for) the same in bf16.
 
 Models: random-weight checkpoints of the Charter presets (`micro`, `demo` = 4 layers × 256,
 `mid` = 8 layers × 512) with a BPE trained on Python's docstrings, and SmolLM2-135M-Instruct
@@ -19,7 +21,8 @@ Models: random-weight checkpoints of the Charter presets (`micro`, `demo` = 4 la
 warm-up run each (which also compiles); the table reports the median of the repeats.
 
     python bench/decode_backends.py [--models demo mid smollm2] [--batch-sizes 1 8]
-        [--repeats 3] [--threads N] [--work runs/bench-decode] [--out decode.jsonl]
+        [--engines ...] [--gguf-dtype f32|f16|bf16] [--repeats 3] [--threads N]
+        [--work runs/bench-decode] [--out decode.jsonl]
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from tqdm import tqdm
 from charter.checkpoint import load_checkpoint, load_tokenizer, save_checkpoint
 from charter.config import PRESETS, preset
 from charter.data.documents import python_docstrings
-from charter.infer.backends import cached_gguf, load_engine
+from charter.infer.backends import GGUF_DTYPES, cached_gguf, load_engine
 from charter.infer.engine import Engine
 from charter.interop.gguf_import import import_gguf, smollm2_gguf_path
 from charter.model import Transformer
@@ -50,6 +53,8 @@ from charter.tokenizer import Tokenizer
 
 RAW = "llama-cpp-python"
 ENGINES = ["charter torch", "charter torch compiled", "charter llama.cpp", RAW, "transformers"]
+HF_BF16 = "transformers bf16"  # not run unless named in --engines
+TORCH_DTYPES = {name: dtype for dtype, name in GGUF_DTYPES.items()}  # "bf16" → torch.bfloat16
 
 # A contender generates `new_tokens` tokens after each prompt and returns tokens/s.
 Contender = Callable[[list[list[int]], int], float]
@@ -101,17 +106,17 @@ def prompts_of(directory: Path, count: int, length: int) -> list[list[int]]:
 # ---- the contenders ----
 
 
-def raw_llama_cpp(gguf: Path, context: int, threads: int) -> Contender:
+def raw_llama_cpp(gguf: Path, context: int, threads: int, kv_f32: bool) -> Contender:
     import llama_cpp
 
-    f32 = llama_cpp.GGML_TYPE_F32
+    kv_type = llama_cpp.GGML_TYPE_F32 if kv_f32 else llama_cpp.GGML_TYPE_F16
     llm = llama_cpp.Llama(
         str(gguf),
         n_ctx=context,
         n_threads=threads,
         n_threads_batch=threads,
-        type_k=f32,
-        type_v=f32,
+        type_k=kv_type,
+        type_v=kv_type,
         verbose=False,
     )
 
@@ -128,7 +133,7 @@ def raw_llama_cpp(gguf: Path, context: int, threads: int) -> Contender:
 
 
 def contenders(
-    directory: Path, engines: list[str], context: int, threads: int, work: Path
+    directory: Path, engines: list[str], context: int, threads: int, work: Path, gguf_dtype: str
 ) -> dict[str, Contender]:
     found: dict[str, Contender] = {}
     tokenizer = load_tokenizer(directory)
@@ -153,16 +158,18 @@ def contenders(
                 max_len=context,
                 n_threads=threads,
                 cache_dir=work / "gguf",
+                dtype=TORCH_DTYPES[gguf_dtype],
             )
             engine.eos_token_ids = set()  # every run decodes exactly the tokens asked for
         elif name == RAW:
-            gguf = cached_gguf(directory, "f32", work / "gguf")  # the engine's own file
-            found[name] = raw_llama_cpp(gguf, context, threads)
+            gguf = cached_gguf(directory, gguf_dtype, work / "gguf")  # the engine's own file
+            found[name] = raw_llama_cpp(gguf, context, threads, kv_f32=gguf_dtype == "f32")
             continue
         else:
             from transformers import LlamaForCausalLM
 
-            hf = LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+            dtype = torch.bfloat16 if name == HF_BF16 else torch.float32
+            hf = LlamaForCausalLM.from_pretrained(directory, dtype=dtype).eval()
             found[name] = lambda prompts, n, hf=hf: hf_decode(hf, prompts, n)
             continue
         found[name] = lambda prompts, n, engine=engine: charter_decode(engine, prompts, n)
@@ -179,7 +186,9 @@ def measure(args: argparse.Namespace) -> list[Result]:
     for model_name in args.models:
         directory = model_directory(model_name, args.work)
         prompts = prompts_of(directory, max(args.batch_sizes), args.prompt_tokens)
-        runners = contenders(directory, args.engines, context, args.threads, args.work)
+        runners = contenders(
+            directory, args.engines, context, args.threads, args.work, args.gguf_dtype
+        )
         runs: dict[tuple[int, str], list[float]] = {}
         total = (args.repeats + 1) * len(args.batch_sizes) * len(runners)
         bar = tqdm(total=total, desc=model_name, unit="run", file=sys.stderr)
@@ -215,7 +224,9 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["demo", "mid", "smollm2"],
                         choices=[*PRESETS, "smollm2"])  # fmt: skip
-    parser.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES)
+    parser.add_argument("--engines", nargs="+", default=ENGINES, choices=[*ENGINES, HF_BF16])
+    parser.add_argument("--gguf-dtype", default="f32", choices=sorted(TORCH_DTYPES),
+                        help="weights of the GGUF both llama.cpp contenders run")  # fmt: skip
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)

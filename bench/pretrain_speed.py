@@ -3,12 +3,13 @@
 1. Step throughput on one batch, interleaved, medians: `transformers.LlamaForCausalLM` (fp32,
    eager: its default) against Charter's model in fp32 eager, bf16 autocast, and bf16 autocast +
    torch.compile, on the same weights.
-2. Quality at equal tokens: two real `charter pretrain` runs on prepared shards (`--data`), fp32
-   eager against bf16 + compile, same seed, steps and batches; their tokens/s (median over steps
-   after warm-up, from metrics.jsonl), validation loss at five points, and the final bits per
-   byte.
+2. Quality at equal tokens: three real `charter pretrain` runs on prepared shards (`--data`),
+   fp32 eager, bf16 autocast eager and bf16 autocast + compile, same seed, steps and batches;
+   their tokens/s (median over steps after warm-up, from metrics.jsonl), validation loss at five
+   points, and the final bits per byte.
 
     python bench/pretrain_speed.py --data runs/demo/data [--tier mid] [--steps 60] [--lr 1e-3]
+        [--seed 0]
 """
 
 from __future__ import annotations
@@ -66,8 +67,16 @@ def _cast(autocast, model, x):
         return model(x)
 
 
+# `charter pretrain` settings compared: (dtype, compile)
+PRETRAIN_SETTINGS = {
+    "fp32 eager": ("fp32", False),
+    "bf16 autocast, eager": ("bf16", False),
+    "bf16 autocast + compile": ("bf16", True),
+}
+
+
 def pretrain_run(
-    data: Path, out: Path, tier: str, steps: int, lr: float, fast: bool
+    data: Path, out: Path, tier: str, steps: int, lr: float, seed: int, dtype: str, compile: bool
 ) -> dict[str, float]:
     settings = [
         f"model.preset={tier}",
@@ -80,8 +89,9 @@ def pretrain_run(
         f"train.save_every={steps}",
         "data.seq_len=256",
         "data.eval_windows=64",
-        f"train.dtype={'bf16' if fast else 'fp32'}",
-        f"train.compile={'true' if fast else 'false'}",
+        f"train.seed={seed}",
+        f"train.dtype={dtype}",
+        f"train.compile={'true' if compile else 'false'}",
     ]
     subprocess.run(
         [
@@ -114,7 +124,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="`charter data prepare` output")
     parser.add_argument("--tier", default="mid")
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of both runs")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the runs")
+    parser.add_argument("--seed", type=int, default=0, help="model initialisation and data order")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
@@ -126,19 +137,26 @@ def main() -> None:
         print(f"{name:32s} {value:10.1f} {value / reference:15.2f}×")
 
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [
-            pretrain_run(args.data, Path(tmp) / name, args.tier, args.steps, args.lr, fast)
-            for name, fast in (("fp32", False), ("bf16", True))
-        ]
-    plain, fast = runs
-    print(f"\ncharter pretrain, {args.steps} steps × 16 × 256 tokens, same seed and batches:")
-    print(f"{'settings':28s} {'tokens/s':>10s} {'val loss':>9s} {'val bpb':>8s}")
-    for name, row in (("fp32 eager", plain), ("bf16 autocast + compile", fast)):
-        print(f"{name:28s} {row['tokens/s']:10.1f} {row['val loss']:9.4f} {row['val bpb']:8.4f}")
-    print(f"bf16 + compile / transformers fp32 eager step: {fast['tokens/s'] / reference:.2f}×")
-    print(f"\n{'step':>6s} {'fp32 val loss':>14s} {'bf16 val loss':>14s} {'bf16 − fp32':>12s}")
-    for (step, a), (_, b) in zip(plain["curve"], fast["curve"], strict=True):
-        print(f"{step:6d} {a:14.4f} {b:14.4f} {b - a:+12.4f}")
+        runs = {
+            name: pretrain_run(
+                args.data, Path(tmp) / f"run{i}", args.tier, args.steps, args.lr, args.seed, *how
+            )
+            for i, (name, how) in enumerate(PRETRAIN_SETTINGS.items())
+        }
+    print(
+        f"\ncharter pretrain, {args.steps} steps × 16 × 256 tokens, seed {args.seed}, same batches:"
+    )
+    header = f"{'tokens/s':>10s} {'vs transformers':>16s} {'val loss':>9s} {'val bpb':>8s}"
+    print(f"{'settings':28s} {header}")
+    for name, row in runs.items():
+        print(
+            f"{name:28s} {row['tokens/s']:10.1f} {row['tokens/s'] / reference:15.2f}× "
+            f"{row['val loss']:9.4f} {row['val bpb']:8.4f}"
+        )
+    print(f"\n{'step':>6s}" + "".join(f" {name:>24s}" for name in runs))
+    curves = [row["curve"] for row in runs.values()]
+    for points in zip(*curves, strict=True):
+        print(f"{points[0][0]:6d}" + "".join(f" {loss:24.4f}" for _, loss in points))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Tokenisation throughput on the same text: Hugging Face `tokenizers`, Charter's tiktoken
-encoder, and `charter data prepare` end to end (read, deduplicate, split, tokenise, write).
+encoder (as `charter data prepare` calls it), and `charter data prepare` end to end (read,
+deduplicate, split, tokenise, write).
 
 Every method uses the same number of threads (`--workers`; `tokenizers` through
 RAYON_NUM_THREADS). Runs are interleaved (tokenizers, tiktoken, prepare, tokenizers, …) and the
@@ -40,8 +41,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     os.environ["RAYON_NUM_THREADS"] = str(args.workers)
 
     from charter.data.documents import python_docstrings, read_documents, write_documents
-    from charter.data.fast_tokenizer import fast_encoding
-    from charter.data.prepare import prepare
+    from charter.data.prepare import batch_encoder, prepare
     from charter.tokenizer import Tokenizer
     from charter.train.metrics import read_metrics
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             tokenizer_dir = Path(tmp) / "tokenizer"
             Tokenizer.train(texts, vocab_size=args.vocab_size).save(tokenizer_dir)
         tokenizer = Tokenizer.load(tokenizer_dir)
-        encoding = fast_encoding(tokenizer)
+        encode = batch_encoder(tokenizer, args.workers)
         # The prepare run reads the same documents from one JSONL file.
         corpus = Path(tmp) / "corpus.jsonl"
         write_documents(documents, corpus)
@@ -79,14 +79,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             tokenizer.encode_batch(texts)
 
         def tiktoken_encoder() -> None:
-            encoding.encode_ordinary_batch(texts, num_threads=args.workers)
+            for _ in encode(texts):
+                pass
 
         def prepare_end_to_end() -> None:
             prepare([corpus], tokenizer_dir, Path(tmp) / "shards", workers=args.workers)
 
         # Equal ids, on the exact text measured (no special tokens occur in it, else excluded).
         plain = [t for t in texts if "<|" not in t]
-        if tokenizer.encode_batch(plain) != encoding.encode_ordinary_batch(plain):
+        if tokenizer.encode_batch(plain) != [ids.tolist() for ids in encode(plain)]:
             raise SystemExit("the tiktoken encoder's ids differ from tokenizers' on this text")
 
         methods = {

@@ -22,9 +22,9 @@ import torch
 import uvicorn
 
 from charter.infer.engine import GenerationRequest
+from charter.infer.thinking import force_token
 from charter.model import Transformer
 from charter.serve.app import create_app
-from charter.serve.assistant import force_token
 from charter.serve.registry import Registry, ServedModel, serve_model
 from charter.tokenizer import IM_END, Tokenizer
 from tests.helpers import micro

@@ -31,7 +31,7 @@ def test_evaluation_scores_scripted_answers(tokenizer, correct):
     report, _ = evaluate(
         records,
         tokenizer,
-        lambda prompts: answers[: len(prompts)],
+        lambda prompts, thinking: answers[: len(prompts)],
         context_length=4096,
         thinking_modes=(False,),
     )

@@ -9,12 +9,20 @@ import pytest
 import torch
 
 from charter.chat import ThinkingBlock, ToolUseBlock, assistant_body, render
-from charter.chat_template import THINK_PROMPT
+from charter.chat_template import THINK_CLOSE, THINK_PROMPT
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.data.sft import read_sft, write_sft
 from charter.data.synthetic import CALCULATOR, TASKS, generate
-from charter.eval.sft_tasks import evaluate, evaluate_model, run_tool, tool_call_is_valid
+from charter.eval.sft_tasks import (
+    engine_completer,
+    evaluate,
+    evaluate_model,
+    run_tool,
+    tool_call_is_valid,
+)
+from charter.infer.engine import Engine
+from charter.infer.sampling import SamplingParams
 from charter.model import Transformer
 from charter.tokenizer import IM_START
 from tests.helpers import micro
@@ -29,11 +37,11 @@ def scripted(records, tokenizer, answer=None):
 
     prefixes = {t: [(prefix(r, t), r) for r in records] for t in (False, True)}
 
-    def complete(prompts: list[list[int]]) -> list[str]:
+    def complete(prompts: list[list[int]], thinking_flags: list[bool]) -> list[str]:
         texts = []
-        for ids in prompts:
+        for ids, thinking in zip(prompts, thinking_flags, strict=True):
             text = tokenizer.decode(ids)
-            thinking = text.endswith(THINK_PROMPT)
+            assert text.endswith(THINK_PROMPT) == thinking  # the flag says how the prompt ends
             record = next(r for p, r in prefixes[thinking] if text.startswith(p))
             due = len(record.prompt().messages) + 2 * text.count(f"{IM_START}tool\n")
             content = record.conversation.messages[due].content
@@ -114,7 +122,7 @@ def test_records_without_an_answer_are_refused(tokenizer, heldout):
     record.answer = None
     try:
         with pytest.raises(ValueError, match="no task and answer to check against"):
-            evaluate([record], tokenizer, lambda prompts: [], context_length=4096)
+            evaluate([record], tokenizer, lambda prompts, thinking: [], context_length=4096)
     finally:
         record.answer = "restored"
 
@@ -125,6 +133,17 @@ def micro_checkpoint(tokenizer, tmp_path_factory):
     directory = tmp_path_factory.mktemp("micro-chat")
     save_checkpoint(Transformer(micro()), directory, tokenizer)
     return directory
+
+
+def test_engine_completer_closes_a_think_block_the_model_would_leave_open(tokenizer):
+    torch.manual_seed(0)
+    model = Transformer(micro()).eval()
+    prompt, greedy = [5, 6, 7], SamplingParams(max_new_tokens=8, temperature=0)
+    first = Engine(model, tokenizer, eos_token_ids=[]).generate([prompt], greedy)[0].token_ids[0]
+    engine = Engine(model, tokenizer, eos_token_ids=[first])  # the model ends its turn at once
+    off, on = engine_completer(engine, greedy, progress=False)([prompt, prompt], [False, True])
+    assert off == ""  # no think block open: the turn ends
+    assert on.startswith(f"\n{THINK_CLOSE}\n")  # inside one: it is closed instead
 
 
 def test_end_to_end_on_a_micro_model(tokenizer, micro_checkpoint, tmp_path, capsys):

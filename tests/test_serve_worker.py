@@ -12,8 +12,8 @@ import torch
 from charter.chat_template import THINK_CLOSE
 from charter.infer.engine import Engine, GenerationRequest
 from charter.infer.sampling import SamplingParams
+from charter.infer.thinking import ThinkingBudget, force_token
 from charter.model import Transformer
-from charter.serve.assistant import ThinkingBudget, force_token
 from charter.serve.worker import ModelWorker, Overloaded
 from tests.helpers import micro
 from tests.serve_helpers import ScriptedOutput, wait_for
@@ -78,6 +78,24 @@ def test_thinking_budget_leaves_a_model_that_closed_its_thinking_alone(tokenizer
     closed = tokenizer.encode(f"ok{THINK_CLOSE}", special_tokens=False)
     assert torch.equal(budget(closed, logits), logits)
     assert torch.equal(budget(closed + [40] * 10, logits), logits)  # long past the budget
+
+
+def test_thinking_budget_closes_the_block_instead_of_ending_the_turn(tokenizer):
+    eot = [tokenizer.token_id("<|im_end|>"), tokenizer.token_id("<|endoftext|>")]
+    budget = ThinkingBudget(tokenizer, budget=50, end_of_turn_ids=eot)
+    logits = torch.zeros(tokenizer.vocab_size)
+    logits[40], logits[eot[0]] = 2.0, 1.0  # ending the turn is likely, but not the most
+    masked = budget([40], logits)
+    assert masked[eot].tolist() == [float("-inf")] * 2  # so it cannot be sampled
+    others = torch.ones(tokenizer.vocab_size, dtype=torch.bool)
+    others[eot] = False
+    assert torch.equal(masked[others], logits[others])  # every other token as it was
+    logits[eot[1]] = 3.0  # now the model would end its turn inside the block: it closes it
+    closing = []
+    for _ in budget.close_ids:
+        closing.append(int(budget([40, *closing], logits).argmax()))
+    assert tokenizer.decode(closing) == f"\n{THINK_CLOSE}\n"
+    assert torch.equal(budget([40, *closing], logits), logits)  # then it may end the turn
 
 
 def test_force_token_makes_one_token_certain():

@@ -1,4 +1,5 @@
-"""`charter data sft-synth | import-hh | fetch-chat | sft-check`: the SFT data verbs."""
+"""`charter data sft-synth | benign-qa | import-hh | fetch-chat | distill | sft-check`: the SFT
+data verbs."""
 
 from __future__ import annotations
 
@@ -68,6 +69,25 @@ def cmd_fetch_chat(args: argparse.Namespace) -> None:
     print(f"{args.name}: {len(records)} conversations -> {out}")
 
 
+def cmd_distill(args: argparse.Namespace) -> None:
+    from charter.data.distill import distill
+    from charter.data.sft import read_sft, write_sft
+    from charter.infer.backends import load_engine
+    from charter.infer.sampling import SamplingParams
+
+    records = list(read_sft(args.prompts))[: args.limit]
+    exclude = list(read_sft(args.exclude)) if args.exclude else []
+    engine = load_engine(args.model, args.backend, max_batch_size=args.batch_size, max_len=2048)
+    params = SamplingParams(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed
+    )
+    distilled, outcomes = distill(
+        records, engine, params, own_template=args.own_template, exclude=exclude
+    )
+    write_sft(distilled, args.out)
+    print(f"{len(records)} prompts: {_summary(outcomes)}; {len(distilled)} replies -> {args.out}")
+
+
 def cmd_sft_check(args: argparse.Namespace) -> None:
     from charter.data.sft import read_sft, to_training_example
 
@@ -96,6 +116,7 @@ def cmd_sft_check(args: argparse.Namespace) -> None:
 def register(verbs: argparse._SubParsersAction) -> None:
     from charter.data.conversation_sources import RECIPES
     from charter.data.synthetic import SPLITS, TASKS
+    from charter.infer.backends import add_backend_argument
 
     data = verb_group(verbs, "data", help="obtain corpora and prepare token shards")
 
@@ -137,6 +158,31 @@ def register(verbs: argparse._SubParsersAction) -> None:
     fetch.add_argument("--cache", type=Path, default=Path("cache"), help="default: ./cache")
     fetch.add_argument("--out", type=Path, help="default: CACHE/sft/NAME.jsonl")
     fetch.set_defaults(func=cmd_fetch_chat)
+
+    distil = data.add_parser(
+        "distill",
+        help="a model's own replies to prompts, as SFT JSONL (keeps its voice in a fine-tune)",
+    )
+    distil.add_argument("--model", required=True, type=Path)
+    distil.add_argument(
+        "--prompts", required=True, nargs="+", type=Path, help="SFT JSONL: each record's prompt"
+    )
+    distil.add_argument("--out", required=True, type=Path)
+    distil.add_argument(
+        "--exclude", nargs="+", type=Path, help="SFT JSONL whose questions must not be used (eval)"
+    )
+    distil.add_argument(
+        "--own-template",
+        action="store_true",
+        help="prompt in the model's own chat template (a model not trained on Charter's format)",
+    )
+    distil.add_argument("--max-new-tokens", type=int, default=256)
+    distil.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    distil.add_argument("--seed", type=int, default=0)
+    distil.add_argument("--batch-size", type=int, default=8)
+    distil.add_argument("--limit", type=int, help="use only the first N records")
+    add_backend_argument(distil)
+    distil.set_defaults(func=cmd_distill)
 
     check = data.add_parser("sft-check", help="validate SFT JSONL files and count their tokens")
     check.add_argument("files", nargs="+", type=Path)

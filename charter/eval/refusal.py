@@ -210,7 +210,7 @@ def chat_responder(engine: Engine, max_new_tokens: int) -> Respond:
         rendered = [
             tokenizer.apply_chat_template([{"role": "user", "content": m}]) for m in messages
         ]
-        return complete([tokenizer.encode(text) for text in rendered])
+        return complete([tokenizer.encode(text) for text in rendered], [False] * len(rendered))
 
     return respond
 

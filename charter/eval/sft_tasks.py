@@ -12,8 +12,10 @@ checked against the record's answer. Reported, per thinking mode:
   those prompts got at least one valid call;
 - how many prompts outgrew the context window (scored wrong, and counted so it is visible).
 
-Generation goes through a `Complete` function (token prompts → completion texts), so the same
-scoring runs on Charter's `Engine` (`engine_completer`) or on scripted completions in tests.
+Generation goes through a `Complete` function (token prompts and whether each starts inside a
+think block → completion texts), so the same scoring runs on Charter's `Engine`
+(`engine_completer`, which closes think blocks as the server does) or on scripted completions in
+tests.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
-from tqdm import tqdm
 
 from charter.chat import (
     Conversation,
@@ -37,12 +38,14 @@ from charter.chat import (
 from charter.chat_parser import AssistantParser
 from charter.data.sft import SFTRecord
 from charter.data.synthetic import calculate, check
-from charter.infer.engine import Engine, GenerationRequest
+from charter.infer.engine import Engine
 from charter.infer.sampling import SamplingParams
+from charter.infer.thinking import ThinkingBudget
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
 
-Complete = Callable[[list[list[int]]], list[str]]
+# (prompts, thinking per prompt) → completion texts
+Complete = Callable[[list[list[int]], list[bool]], list[str]]
 Render = Callable[[Conversation, bool], list[int]]  # (conversation, thinking) → prompt ids
 
 
@@ -152,7 +155,8 @@ def evaluate(
         fits = [len(prompt) < context_length for prompt in prompts]
         for attempt, fit in zip(pending, fits):
             attempt.context_exceeded = not fit
-        texts = iter(complete([p for p, fit in zip(prompts, fits) if fit]))
+        fitting = [(p, a.thinking) for p, a, fit in zip(prompts, pending, fits) if fit]
+        texts = iter(complete([p for p, _ in fitting], [thinking for _, thinking in fitting]))
         still_calling = []
         for attempt, fit in zip(pending, fits):
             if fit and _take_completion(attempt, next(texts), round_number < max_tool_rounds):
@@ -213,14 +217,21 @@ def report(attempts: Sequence[Attempt], thinking_modes: Sequence[bool]) -> dict[
 
 
 def engine_completer(engine: Engine, params: SamplingParams, progress: bool = True) -> Complete:
-    """Completions from Charter's engine, all prompts of a round batched continuously."""
+    """Completions from Charter's engine, all prompts of a round batched continuously; a prompt
+    that starts inside a think block gets the server's `ThinkingBudget` (at most the whole
+    completion), so a turn never ends with its thinking open."""
 
-    def complete(prompts: list[list[int]]) -> list[str]:
-        requests = [GenerationRequest(list(prompt), params) for prompt in prompts]
-        with tqdm(total=len(requests), desc="eval", unit="completion", disable=not progress) as bar:
-            for finished in engine.run(requests):
-                bar.update(len(finished))
-        return [request.completion.text for request in requests]
+    def complete(prompts: list[list[int]], thinking: list[bool]) -> list[str]:
+        processors = [
+            [ThinkingBudget(engine.tokenizer, params.max_new_tokens, engine.eos_token_ids)]
+            if think
+            else []
+            for think in thinking
+        ]
+        completions = engine.generate(
+            prompts, params, progress="eval" if progress else None, logits_processors=processors
+        )
+        return [completion.text for completion in completions]
 
     return complete
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from tqdm import tqdm
 
 from charter.infer.detokenizer import TextStream
 from charter.infer.sampling import SamplingParams, sample_next_token
@@ -209,15 +210,25 @@ class Engine:
             yield self.step()
 
     def generate(
-        self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams]
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams | Sequence[SamplingParams],
+        progress: str | None = None,
+        logits_processors: Sequence[list[LogitsProcessor]] | None = None,
     ) -> list[Completion]:
-        """Completions of token-id prompts, in order."""
+        """Completions of token-id prompts, in order; `logits_processors`, if given, holds each
+        prompt's own. With `progress`, a bar of that name counts finished completions."""
         params_list = [params] * len(prompts) if isinstance(params, SamplingParams) else params
+        processors = logits_processors or [[] for _ in prompts]
         requests = [
-            GenerationRequest(list(p), sp) for p, sp in zip(prompts, params_list, strict=True)
+            GenerationRequest(list(p), sp, logits_processors=list(lp))
+            for p, sp, lp in zip(prompts, params_list, processors, strict=True)
         ]
-        for _ in self.run(requests):
-            pass
+        with tqdm(
+            total=len(requests), desc=progress, unit="completion", disable=progress is None
+        ) as bar:
+            for finished in self.run(requests):
+                bar.update(len(finished))
         return [r.completion for r in requests]
 
     def stream(self, prompt: Sequence[int], params: SamplingParams) -> Iterator[str]:

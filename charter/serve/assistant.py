@@ -3,7 +3,8 @@ model's worker, and parse the streamed text back into content blocks.
 
 The request semantics that are not the API's wire format live here:
 - thinking: the prompt opens a think block and `ThinkingBudget` closes it after `budget` tokens
-  if the model has not closed it itself; thinking off puts an empty think block in the prompt;
+  if the model has not closed it itself, or when the model would end its turn inside it;
+  thinking off puts an empty think block in the prompt;
 - tool_choice: `any` and a named tool start the answer with the opening of a tool call (the
   model writes the rest); `none` ends the turn if the model starts a tool call anyway;
 - stop reasons and exact token usage.
@@ -18,57 +19,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
-
 from charter import chat
-from charter.chat_template import THINK_CLOSE, THINK_END, TOOL_CALL_OPEN
+from charter.chat_template import TOOL_CALL_OPEN
 from charter.infer.engine import END_TURN, STOP_SEQUENCE, GenerationRequest
 from charter.infer.sampling import SamplingParams
+from charter.infer.thinking import ThinkingBudget
 from charter.serve.errors import ApiError, invalid_request
 from charter.serve.registry import ServedModel
 from charter.serve.worker import Overloaded
-from charter.tokenizer import Tokenizer
 
 TOOL_USE = "tool_use"
 # Seconds a client should wait after a 529; a turn of a small model takes about this long.
 OVERLOADED_RETRY_AFTER = 2.0
-
-
-def force_token(logits: torch.Tensor, token: int) -> torch.Tensor:
-    """Logits (V,) under which `token` is certain, whatever the sampling settings."""
-    forced = torch.full_like(logits, float("-inf"))
-    forced[token] = 0.0
-    return forced
-
-
-class ThinkingBudget:
-    """A logits processor that lets the model think for at most `budget` tokens: if no
-    `</think>` has appeared by then, it forces the tokens of `\\n</think>\\n` and lets the
-    model go on to its answer."""
-
-    def __init__(self, tokenizer: Tokenizer, budget: int) -> None:
-        self.tokenizer = tokenizer
-        self.budget = budget
-        self.close_ids = tokenizer.encode(THINK_END, special_tokens=False)
-        self.forcing_from: int | None = None
-        self.done = False
-
-    def __call__(self, generated: list[int], logits: torch.Tensor) -> torch.Tensor:
-        if self.done:
-            return logits
-        if self.forcing_from is None:
-            # The tag spans at most one token per character: look that far back.
-            if THINK_CLOSE in self.tokenizer.decode(generated[-len(THINK_CLOSE) :]):
-                self.done = True
-                return logits
-            if len(generated) < self.budget:
-                return logits
-            self.forcing_from = len(generated)
-        forced = len(generated) - self.forcing_from
-        if forced == len(self.close_ids):
-            self.done = True
-            return logits
-        return force_token(logits, self.close_ids[forced])
 
 
 @dataclass
@@ -179,7 +141,9 @@ class AssistantTurn:
         request = GenerationRequest(self.prompt_ids, params)
         if options.thinking_budget is not None:
             request.logits_processors.append(
-                ThinkingBudget(served.tokenizer, options.thinking_budget)
+                ThinkingBudget(
+                    served.tokenizer, options.thinking_budget, served.worker.engine.eos_token_ids
+                )
             )
         try:
             self.job = served.worker.submit(request)
