@@ -21,9 +21,9 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from charter.chat import Conversation, Message, TextBlock, render_prompt
+from charter.chat import Conversation, Message, TextBlock
 from charter.data.sft import SFTRecord
-from charter.eval.sft_tasks import template_renderer
+from charter.eval.sft_tasks import charter_renderer, template_renderer
 from charter.infer.engine import END_TURN, Engine
 from charter.infer.sampling import SamplingParams
 
@@ -59,14 +59,7 @@ def distill(
             outcomes["duplicate"] += 1
         else:
             chosen[key] = record
-    tokenizer = engine.tokenizer
-    render = (
-        template_renderer(tokenizer)
-        if own_template
-        else lambda conversation, thinking: render_prompt(
-            conversation, tokenizer, thinking=thinking
-        )
-    )
+    render = (template_renderer if own_template else charter_renderer)(engine.tokenizer)
     prompts = [r.prompt() for r in chosen.values()]
     completions = engine.generate([render(p, False) for p in prompts], params, progress="distil")
     distilled = []

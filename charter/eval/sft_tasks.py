@@ -49,6 +49,11 @@ Complete = Callable[[list[list[int]], list[bool]], list[str]]
 Render = Callable[[Conversation, bool], list[int]]  # (conversation, thinking) → prompt ids
 
 
+def charter_renderer(tokenizer: Tokenizer) -> Render:
+    """Prompts in Charter's format, exactly as the server renders them (`render_prompt`)."""
+    return lambda conversation, thinking: render_prompt(conversation, tokenizer, thinking=thinking)
+
+
 def template_renderer(tokenizer: Tokenizer) -> Render:
     """Prompts in the checkpoint's own chat template, for a model not trained on Charter's format
     (SmolLM2 before fine-tuning): text-only conversations, no thinking."""
@@ -138,9 +143,7 @@ def evaluate(
 ) -> tuple[dict[str, Any], list[Attempt]]:
     """The report (see the module docstring) and every attempt, for inspection. Prompts are
     rendered with Charter's `render_prompt` unless `render` says otherwise."""
-    render = render or (
-        lambda conversation, thinking: render_prompt(conversation, tokenizer, thinking=thinking)
-    )
+    render = render or charter_renderer(tokenizer)
     for record in records:
         if record.task is None or record.answer is None:
             raise ValueError(f"{record.where}: no task and answer to check against")
