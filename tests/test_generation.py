@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charter.infer.detokenizer import TextStream
 from charter.infer.engine import Engine, GenerationRequest
@@ -102,6 +104,27 @@ def test_a_character_split_across_byte_tokens_is_released_whole(tokenizer):
     assert stream.finish() == ""
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    ids=st.lists(st.integers(0, 511), max_size=40),
+    stop=st.sampled_from([[], ["END"], ["\n\n", "x"]]),
+)
+def test_streamed_text_is_the_whole_decoding_up_to_the_first_stop(tokenizer, ids, stop):
+    # Any ids, including byte tokens that leave characters unfinished or invalid.
+    stream = TextStream(tokenizer, stop=stop)
+    pieces = []
+    for token in ids:
+        pieces.append(stream.push(token))
+        if stream.stop_sequence is not None:
+            break
+    pieces.append(stream.finish())
+    whole = tokenizer.decode(ids)
+    found = [at for at in (whole.find(s) for s in stop) if at != -1]
+    expected = whole[: min(found)] if found else whole
+    assert "".join(pieces) == stream.text == expected
+    assert (stream.stop_sequence is not None) == bool(found)
+
+
 # ---- the engine ----
 
 
@@ -179,6 +202,14 @@ def test_context_window_stops_generation(model, tokenizer):
     assert completion.prompt_tokens + len(completion.token_ids) == 64
     with pytest.raises(ValueError, match="prompt is 64 tokens; the context window is 64"):
         engine.generate([list(range(64))], SamplingParams())
+
+
+def test_prompt_ids_outside_the_vocabulary_are_refused_and_take_no_row(model, tokenizer):
+    engine = Engine(model, tokenizer, max_batch_size=1, eos_token_ids=[])
+    vocab = model.config.vocab_size
+    with pytest.raises(ValueError, match=rf"token id\(s\) \[{vocab}, -1\] outside the vocabulary"):
+        engine.add(GenerationRequest([5, vocab, -1], SamplingParams()))
+    assert engine.rows == [] and engine.free_rows == 1
 
 
 def test_cancelled_request_leaves_the_batch_at_the_next_step(model, tokenizer):

@@ -92,6 +92,7 @@ class Engine:
             if eos_token_ids is not None
             else model.config.eos_token_ids + tokenizer.eos_token_ids
         )
+        self.vocab_size = model.config.vocab_size
         dtype = next(model.parameters()).dtype
         self.cache = KVCache(model.config, max_batch_size, self.max_len, dtype, self.device)
         self.rows: list[_Row] = []  # active rows, in cache-row order
@@ -105,46 +106,61 @@ class Engine:
 
     # ---- the continuous-batching core ----
 
-    @torch.inference_mode()
     def add(self, request: GenerationRequest) -> None:
         """Prefill `request`'s prompt into a free row and choose its first token."""
         if not self.free_rows:
             raise RuntimeError("no free row in the KV cache")
-        n_prompt = len(request.prompt_ids)
-        if n_prompt == 0:
+        prompt = request.prompt_ids
+        if not prompt:
             raise ValueError("prompt is empty")
-        if n_prompt >= self.max_len:
+        if len(prompt) >= self.max_len:
             raise ValueError(
-                f"prompt is {n_prompt} tokens; the context window is {self.max_len} tokens"
+                f"prompt is {len(prompt)} tokens; the context window is {self.max_len} tokens"
             )
+        unknown = [t for t in prompt if not 0 <= t < self.vocab_size]
+        if unknown:
+            raise ValueError(f"prompt token id(s) {unknown[:5]} outside the vocabulary")
         index = len(self.rows)
-        self.cache.lengths[index] = 0
-        row = _Row(request, self.tokenizer, self.device)
-        self.rows.append(row)
-        prompt = torch.tensor([request.prompt_ids], device=self.device)  # (1, T)
-        hidden = self.model.hidden_states(prompt, cache=self.cache, rows=slice(index, index + 1))
-        logits = self.model.logits(hidden[:, -1])  # (1, V)
-        self._accept(index, logits[0])
+        logits = self._prefill(prompt, index)
+        self.rows.append(_Row(request, self.tokenizer, self.device))
+        self._accept(index, logits)
 
-    @torch.inference_mode()
     def step(self) -> list[GenerationRequest]:
         """Decode one token for every active row; return the requests that finished, including
         any that ended on their first token when `add` prefilled them."""
         self._drop_cancelled()
         done = self._collect_finished()
         if self.rows:
-            last = torch.tensor([[r.request.generated[-1]] for r in self.rows], device=self.device)
-            attend_len = int(self.cache.lengths[: len(self.rows)].max()) + 1
-            logits = self._decode(last, attend_len)  # (B, V)
+            logits = self._next_token_logits([r.request.generated[-1] for r in self.rows])
             for index in range(len(self.rows)):
                 self._accept(index, logits[index])
         return done + self._collect_finished()
+
+    # ---- the forward passes (what a backend replaces) ----
+
+    @torch.inference_mode()
+    def _prefill(self, prompt: list[int], index: int) -> torch.Tensor:
+        """Logits (V,) of the token after `prompt`, whose keys and values fill row `index`."""
+        self.cache.lengths[index] = 0
+        ids = torch.tensor([prompt], device=self.device)  # (1, T)
+        hidden = self.model.hidden_states(ids, cache=self.cache, rows=slice(index, index + 1))
+        return self.model.logits(hidden[:, -1])[0]
+
+    @torch.inference_mode()
+    def _next_token_logits(self, last_tokens: list[int]) -> Sequence[torch.Tensor]:
+        """Logits (V,) of the next token of each of rows 0…B-1 (here one (B, V) tensor), whose
+        last tokens are `last_tokens`; each row's cache grows by one token."""
+        last = torch.tensor([[t] for t in last_tokens], device=self.device)  # (B, 1)
+        attend_len = int(self.cache.lengths[: len(last_tokens)].max()) + 1
+        return self._decode(last, attend_len)
 
     def _decode_step(self, last: torch.Tensor, attend_len: int) -> torch.Tensor:
         """Logits (B, V) of the next token of rows 0…B-1, whose last tokens are `last` (B, 1)."""
         rows = slice(0, last.shape[0])
         hidden = self.model.hidden_states(last, self.cache, rows, attend_len=attend_len)
         return self.model.logits(hidden[:, -1])
+
+    # ---- sampling and bookkeeping ----
 
     def _accept(self, index: int, logits: torch.Tensor) -> None:
         row = self.rows[index]

@@ -1,13 +1,13 @@
 """The generation engine on llama.cpp: Charter's `Engine` with llama.cpp's forward pass.
 
 Everything above the forward pass is the PyTorch engine's own code, inherited rather than
-rewritten: continuous batching over rows, sampling with the same `SamplingParams` and seeded
-torch generators, logits processors, stop sequences through `TextStream`, EOS, cancellation, and
-the `run`, `generate` and `stream` loops. Only the two forward passes differ:
+rewritten: continuous batching over rows, prompt checks, sampling with the same `SamplingParams`
+and seeded torch generators, logits processors, stop sequences through `TextStream`, EOS,
+cancellation, and the `run`, `generate` and `stream` loops. Only the two forward passes differ:
 
-- `add` prefills a prompt into its row's llama.cpp sequence (one `llama_decode`);
-- a decode step puts the last token of every active row into one llama.cpp batch, each tagged
-  with its row's sequence id and position, and reads the logits of all rows at once.
+- `_prefill` puts a prompt into its row's llama.cpp sequence (one `llama_decode`);
+- `_next_token_logits` puts the last token of every active row into one llama.cpp batch, each
+  tagged with its row's sequence id and position, and reads the logits of all rows at once.
 
 The context has `max_batch_size` sequences and a split (not unified) KV cache, so each
 sequence owns at least `max_len` cells, as each row of the PyTorch `KVCache` does. llama.cpp is
@@ -17,6 +17,7 @@ one sequence at a time).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import weakref
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charter.infer.engine import Engine, GenerationRequest, _Row
+from charter.infer.engine import Engine, _Row
 from charter.tokenizer import Tokenizer
 
 
@@ -81,7 +82,7 @@ class LlamaCppEngine(Engine):
 
         # Engine.__init__ is not called (it builds a PyTorch model's cache); these are the
         # attributes the inherited methods use: tokenizer, device, rows, cache, max_len,
-        # eos_token_ids and _decode.
+        # vocab_size and eos_token_ids.
         self.tokenizer = tokenizer
         self.device = torch.device("cpu")
         self.rows: list[_Row] = []
@@ -138,40 +139,28 @@ class LlamaCppEngine(Engine):
             else [*([file_eos] if file_eos >= 0 else []), *tokenizer.eos_token_ids]
         )
         self.cache = SequenceRows(max_batch_size, self.max_len)
-        self._decode = self._decode_step
+        # Each row of llama.cpp's logits buffer as a tensor, by (buffer address, rows): made
+        # once, because at small model sizes making views (or any torch call) right after a
+        # llama_decode costs more than the rest of the engine's step.
+        self._logits_rows: dict[tuple[int, int], list[torch.Tensor]] = {}
 
     def close(self) -> None:
         """Free llama.cpp's model, context and batch now (otherwise when garbage collected)."""
         self._close()
 
-    def add(self, request: GenerationRequest) -> None:
-        """Prefill `request`'s prompt into a free row's sequence and choose its first token."""
-        if not self.free_rows:
-            raise RuntimeError("no free row in the KV cache")
-        prompt = request.prompt_ids
-        if not prompt:
-            raise ValueError("prompt is empty")
-        if len(prompt) >= self.max_len:
-            raise ValueError(
-                f"prompt is {len(prompt)} tokens; the context window is {self.max_len} tokens"
-            )
-        unknown = [t for t in prompt if not 0 <= t < self.vocab_size]
-        if unknown:
-            raise ValueError(f"prompt token id(s) {unknown[:5]} outside the vocabulary")
-        index = len(self.rows)
+    def _prefill(self, prompt: list[int], index: int) -> torch.Tensor:
+        """Logits (V,) of the token after `prompt`, prefilled into row `index`'s sequence."""
         seq_id = self.cache.seq_ids[index]
         self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)  # a previous occupant's
         logits = self._forward(prompt, [seq_id] * len(prompt), range(len(prompt)), last_only=True)
         self.cache.lengths[index] = len(prompt)
-        self.rows.append(_Row(request, self.tokenizer, self.device))
-        self._accept(index, logits[0])
+        return logits[0]
 
-    def _decode_step(self, last: torch.Tensor, attend_len: int) -> torch.Tensor:
-        """Logits (B, V) of the next token of rows 0…B-1, whose last tokens are `last` (B, 1).
-        (`attend_len` serves the PyTorch engine; llama.cpp masks by sequence itself.)"""
-        n = last.shape[0]
-        positions = self.cache.lengths[:n]
-        logits = self._forward(last[:, 0].numpy(), self.cache.seq_ids[:n], positions)
+    def _next_token_logits(self, last_tokens: list[int]) -> list[torch.Tensor]:
+        """Logits (V,) of the next token of each of rows 0…B-1, whose last tokens are
+        `last_tokens`."""
+        n = len(last_tokens)
+        logits = self._forward(last_tokens, self.cache.seq_ids[:n], self.cache.lengths[:n])
         self.cache.lengths[:n] += 1
         return logits
 
@@ -181,12 +170,12 @@ class LlamaCppEngine(Engine):
         seq_ids: Sequence[int],
         positions: Sequence[int],
         last_only: bool = False,
-    ) -> torch.Tensor:
+    ) -> list[torch.Tensor]:
         """One `llama_decode` of `tokens`, token i in sequence `seq_ids[i]` at `positions[i]`;
-        the logits (n, V) of every token, or (1, V) of the last one only.
+        the logits (V,) of every token, or of the last one only.
 
-        The tensor is a view of llama.cpp's output buffer, valid until the next decode: the
-        engine samples from it at once."""
+        The tensors are views of llama.cpp's output buffer, valid until the next decode: the
+        engine samples from them at once."""
         n = len(tokens)
         self._tokens[:n] = tokens
         self._positions[:n] = positions
@@ -200,4 +189,8 @@ class LlamaCppEngine(Engine):
             raise RuntimeError(f"llama_decode failed with status {status}")
         outputs = 1 if last_only else n
         buffer = self._llama.llama_get_logits(self._context)
-        return torch.from_numpy(np.ctypeslib.as_array(buffer, shape=(outputs, self.vocab_size)))
+        key = (ctypes.addressof(buffer.contents), outputs)
+        if key not in self._logits_rows:
+            array = np.ctypeslib.as_array(buffer, shape=(outputs, self.vocab_size))
+            self._logits_rows[key] = list(torch.from_numpy(array))
+        return self._logits_rows[key]
