@@ -50,6 +50,8 @@ def test_top_p_keeps_the_smallest_nucleus_reaching_p():
 def test_temperature_zero_is_argmax_and_sampling_follows_the_tempered_distribution():
     logits = torch.tensor([0.0, 1.0, 2.0])
     assert sample_next_token(logits, SamplingParams(temperature=0), None) == 2
+    bf16 = torch.tensor([0.5, 3.0, -1.0, 2.0], dtype=torch.bfloat16)
+    assert sample_next_token(bf16, SamplingParams(temperature=0), None) == 1
     params = SamplingParams(temperature=2.0, seed=0)
     generator = params.make_generator()
     counts = torch.bincount(
