@@ -6,6 +6,8 @@ included), for:
 
 - `charter torch`: Charter's engine in PyTorch, eager;
 - `charter torch compiled`: the same with its compiled decode step (`Engine(compile=True)`);
+- `charter torch bf16 frozen` (only when asked for): bf16 weights, compiled with the weights
+  frozen in and inductor's autotuned matrix kernels (`Engine(compile=True, frozen=True)`);
 - `charter llama.cpp`: Charter's engine on llama.cpp (`--backend llamacpp`: the checkpoint
   exported to a GGUF of `--gguf-dtype`, f32 by default with an f32 KV cache; f16 or bf16 weights
   get an f16 KV cache, as in `load_engine`);
@@ -54,6 +56,7 @@ from charter.tokenizer import Tokenizer
 RAW = "llama-cpp-python"
 ENGINES = ["charter torch", "charter torch compiled", "charter llama.cpp", RAW, "transformers"]
 HF_BF16 = "transformers bf16"  # not run unless named in --engines
+FROZEN_BF16 = "charter torch bf16 frozen"  # nor this (it compiles for minutes)
 TORCH_DTYPES = {name: dtype for dtype, name in GGUF_DTYPES.items()}  # "bf16" → torch.bfloat16
 
 # A contender generates `new_tokens` tokens after each prompt and returns tokens/s.
@@ -137,18 +140,17 @@ def contenders(
 ) -> dict[str, Contender]:
     found: dict[str, Contender] = {}
     tokenizer = load_tokenizer(directory)
-    model = (
-        load_checkpoint(directory) if any(e.startswith("charter torch") for e in engines) else None
-    )
     for name in engines:
-        if name in ("charter torch", "charter torch compiled"):
+        if name.startswith("charter torch"):
+            frozen = name == FROZEN_BF16
             engine = Engine(
-                model,
+                load_checkpoint(directory, dtype=torch.bfloat16 if frozen else torch.float32),
                 tokenizer,
                 max_batch_size=8,
                 max_len=context,
                 eos_token_ids=[],
-                compile=name.endswith("compiled"),
+                compile=name != "charter torch",
+                frozen=frozen,
             )
         elif name == "charter llama.cpp":
             engine = load_engine(
@@ -224,7 +226,9 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["demo", "mid", "smollm2"],
                         choices=[*PRESETS, "smollm2"])  # fmt: skip
-    parser.add_argument("--engines", nargs="+", default=ENGINES, choices=[*ENGINES, HF_BF16])
+    parser.add_argument(
+        "--engines", nargs="+", default=ENGINES, choices=[*ENGINES, HF_BF16, FROZEN_BF16]
+    )
     parser.add_argument("--gguf-dtype", default="f32", choices=sorted(TORCH_DTYPES),
                         help="weights of the GGUF both llama.cpp contenders run")  # fmt: skip
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])

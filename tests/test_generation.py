@@ -249,3 +249,19 @@ def test_compiled_decode_step_gives_the_eager_tokens(model, tokenizer):
     assert [c.token_ids for c in compiled.generate(prompts, params)] == [
         c.token_ids for c in expected
     ]
+
+
+@pytest.mark.slow
+def test_frozen_compiled_decode_step_gives_the_eager_tokens(model, tokenizer):
+    torch.manual_seed(6)
+    prompts = [torch.randint(8, 512, (n,)).tolist() for n in (4, 9)]
+    params = SamplingParams(max_new_tokens=8, temperature=0)
+    frozen = Engine(model, tokenizer, eos_token_ids=[], compile=True, frozen=True)
+    assert [c.token_ids for c in frozen.generate(prompts, params)] == [
+        naive_greedy(model, p, 8) for p in prompts
+    ]
+
+
+def test_frozen_without_compile_is_refused(model, tokenizer):
+    with pytest.raises(ValueError, match="frozen=True is a way of compiling"):
+        Engine(model, tokenizer, frozen=True)
