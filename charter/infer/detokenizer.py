@@ -68,7 +68,7 @@ class TextStream:
         """Index of the earliest stop string in `text`, searching only where a new one can be."""
         if not self.stop:
             return None
-        longest = max((len(s) for s in self.stop), default=0)
+        longest = max(len(s) for s in self.stop)
         window_start = max(0, len(self.text) - longest + 1)
         best: tuple[int, str] | None = None
         for stop in self.stop:
