@@ -67,14 +67,16 @@ class _Row:
         self.generator = request.params.make_generator(device)
 
 
-# Inductor's settings for `Engine(frozen=True)`.
+# Inductor's settings for `Engine(frozen=True)`: its own C++ matrix template (the CPU's) or
+# PyTorch's kernels, whichever its benchmark finds faster for each product.
 FROZEN_SETTINGS = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
 
 
 def _with_inductor_settings(compiled: Callable, settings: dict) -> Callable:
     """`compiled` run with inductor's `settings` in force. They must be in force whenever it
-    compiles, which happens inside a call (again for each new batch shape); torch.compile's own
-    `options=` argument measured 2× slower here for bf16 decoding, as if freezing were off."""
+    compiles, which happens inside a call (again for each new batch shape). torch.compile's own
+    `options=` argument gave half the speed for bf16 decoding in our measurement, as if freezing
+    were off."""
 
     def run(*args):
         with torch._inductor.config.patch(settings):
