@@ -140,11 +140,15 @@ def contenders(
 ) -> dict[str, Contender]:
     found: dict[str, Contender] = {}
     tokenizer = load_tokenizer(directory)
+    models: dict[torch.dtype, Transformer] = {}  # one copy per dtype, shared by the engines
     for name in engines:
         if name.startswith("charter torch"):
             frozen = name == FROZEN_BF16
+            dtype = torch.bfloat16 if frozen else torch.float32
+            if dtype not in models:
+                models[dtype] = load_checkpoint(directory, dtype=dtype)
             engine = Engine(
-                load_checkpoint(directory, dtype=torch.bfloat16 if frozen else torch.float32),
+                models[dtype],
                 tokenizer,
                 max_batch_size=8,
                 max_len=context,

@@ -57,18 +57,23 @@ def filter_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
     return logits
 
 
+def best_token(logits: Tensor) -> int:
+    """The id of the highest of `logits` (V,) (the first, on a tie)."""
+    if not logits.is_cpu:
+        return int(logits.argmax())
+    # On the CPU numpy's argmax reads the tensor's memory without torch's dispatch, which costs
+    # more than the argmax itself when run once per token of a small model (and torch's argmax
+    # over bf16 is slower than a conversion and numpy's).
+    if logits.dtype != torch.float32:
+        logits = logits.float()
+    return int(logits.numpy().argmax())
+
+
 def sample_next_token(
     logits: Tensor, params: SamplingParams, generator: torch.Generator | None
 ) -> int:
     """One token id from `logits` (V,)."""
     if params.temperature == 0:
-        if not logits.is_cpu:
-            return int(logits.argmax())
-        # On the CPU numpy's argmax reads the tensor's memory without torch's dispatch, which
-        # costs more than the argmax itself when run once per token of a small model (and
-        # torch's argmax over bf16 is slower than a conversion and numpy's).
-        if logits.dtype != torch.float32:
-            logits = logits.float()
-        return int(logits.numpy().argmax())
+        return best_token(logits)
     scores = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)
     return int(torch.multinomial(scores.softmax(-1), 1, generator=generator))

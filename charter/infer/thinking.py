@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import torch
 
 from charter.chat_template import THINK_CLOSE, THINK_END
+from charter.infer.sampling import best_token
 from charter.tokenizer import Tokenizer
 
 
@@ -36,7 +37,8 @@ class ThinkingBudget:
     ) -> None:
         self.tokenizer = tokenizer
         self.budget = budget
-        self.end_of_turn_ids = torch.tensor(sorted(set(end_of_turn_ids)), dtype=torch.long)
+        self.end_of_turn_set = set(end_of_turn_ids)
+        self.end_of_turn_ids = torch.tensor(sorted(self.end_of_turn_set), dtype=torch.long)
         self.close_ids = tokenizer.encode(THINK_END, special_tokens=False)
         self.forcing_from: int | None = None
         self.done = False
@@ -49,7 +51,7 @@ class ThinkingBudget:
             if THINK_CLOSE in self.tokenizer.decode(generated[-len(THINK_CLOSE) :]):
                 self.done = True
                 return logits
-            would_end_turn = bool((self.end_of_turn_ids == logits.argmax()).any())
+            would_end_turn = best_token(logits) in self.end_of_turn_set
             if len(generated) < self.budget and not would_end_turn:
                 return logits.index_fill(0, self.end_of_turn_ids, float("-inf"))
             self.forcing_from = len(generated)
