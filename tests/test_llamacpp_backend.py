@@ -77,6 +77,25 @@ def test_greedy_output_equals_the_pytorch_engine(gguf_file, checkpoint, referenc
     assert [len(c.token_ids) for c in expected] == lengths
 
 
+def test_decode_batches_hold_consecutive_sequence_ids_in_order(gguf_file, checkpoint, prompts):
+    # llama.cpp runs a batch over a split KV cache as one pass per run of consecutive,
+    # increasing sequence ids; rows leaving the middle of the batch must not break it into more.
+    engine = llama_engine(gguf_file, checkpoint, max_batch_size=3)
+    forward, decode_batches = engine._forward, []
+
+    def spy(tokens, seq_ids, positions, last_only=False):
+        if not last_only:
+            decode_batches.append([int(s) for s in seq_ids])
+        return forward(tokens, seq_ids, positions, last_only)
+
+    engine._forward = spy
+    lengths = [5, 24, 9, 24, 3]
+    engine.generate(prompts, [SamplingParams(max_new_tokens=n, temperature=0) for n in lengths])
+    for ids in decode_batches:
+        assert ids == list(range(ids[0], ids[0] + len(ids)))
+    assert {len(ids) for ids in decode_batches} == {1, 2, 3}
+
+
 def test_batched_generation_equals_one_at_a_time(gguf_file, checkpoint, prompts):
     batched = llama_engine(gguf_file, checkpoint, max_batch_size=5, kv_type="f16")
     alone = llama_engine(gguf_file, checkpoint, max_batch_size=1, kv_type="f16")
@@ -280,6 +299,18 @@ def test_decode_benchmark_measures_every_engine(tmp_path, capsys):
     assert table[4].startswith("| micro | 1 | llama-cpp-python | ") and table[4].endswith(
         "| 1.00 |"
     )
+
+
+def test_engine_load_benchmark_runs_the_serving_workload_on_the_engine(tmp_path, tokenizer, capsys):
+    checkpoint = save_checkpoint(Transformer(micro()), tmp_path / "micro", tokenizer)
+    argv = ["--model", str(checkpoint), "--rows", "2", "--prompts", "5", "--max-tokens", "6"]
+    result = load_bench("engine_load").main([*argv, "--context", "256"])
+    assert 5 <= result["tokens"] <= 5 * 6  # each prompt's first token at least (EOS may end it)
+    assert {rows for rows, _ in result["steps"]} <= {1, 2}
+    assert 2 in {rows for rows, _ in result["steps"]}
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{result['tokens']} output tokens in ")
+    assert [line.split(":")[0] for line in out[3:]] == [f"quarter {q}" for q in range(1, 5)]
 
 
 @pytest.mark.slow

@@ -9,6 +9,11 @@ cancellation, and the `run`, `generate` and `stream` loops. Only the two forward
 - `_next_token_logits` puts the last token of every active row into one llama.cpp batch, each
   tagged with its row's sequence id and position, and reads the logits of all rows at once.
 
+With a split KV cache llama.cpp runs a batch as one forward pass per run of consecutive,
+increasing sequence ids in batch order, each pass reading every weight again. So the batch goes
+in sequence-id order, and a new row takes the lowest free sequence id, which keeps the active
+ids consecutive: unordered, a busy server's decode steps took up to twice as long.
+
 The context has `max_batch_size` sequences and a split (not unified) KV cache, so each
 sequence owns at least `max_len` cells, as each row of the PyTorch `KVCache` does. llama.cpp is
 reached through `llama-cpp-python`'s bindings of its C API (its high-level `Llama` class decodes
@@ -40,10 +45,10 @@ class SequenceRows:
     """
 
     def __init__(self, batch_size: int, max_len: int) -> None:
-        self.seq_ids = list(range(batch_size))
-        # Tokens cached per row. numpy, not torch: the engine reads it every step, and numpy's
-        # per-call overhead on a few integers is a fraction of torch's.
-        self.lengths = np.zeros(batch_size, dtype=np.int64)
+        # numpy, not torch: the engine reads these every step, and numpy's per-call overhead on
+        # a few integers is a fraction of torch's.
+        self.seq_ids = np.arange(batch_size, dtype=np.int32)
+        self.lengths = np.zeros(batch_size, dtype=np.int64)  # tokens cached per row
         self.max_len = max_len
 
     @property
@@ -51,8 +56,15 @@ class SequenceRows:
         return len(self.seq_ids)
 
     def move_row(self, src: int, dst: int) -> None:
-        self.seq_ids[src], self.seq_ids[dst] = self.seq_ids[dst], self.seq_ids[src]
+        self.seq_ids[[src, dst]] = self.seq_ids[[dst, src]]
         self.lengths[dst] = self.lengths[src]
+
+    def take_lowest_free_id(self, index: int) -> int:
+        """Give row `index`, the first free row, the lowest free sequence id (all rows from
+        `index` on are free) and return it."""
+        lowest = index + int(np.argmin(self.seq_ids[index:]))
+        self.move_row(lowest, index)
+        return int(self.seq_ids[index])
 
 
 def _free(llama_cpp, model, context, batch) -> None:
@@ -150,7 +162,7 @@ class LlamaCppEngine(Engine):
 
     def _prefill(self, prompt: list[int], index: int) -> torch.Tensor:
         """Logits (V,) of the token after `prompt`, prefilled into row `index`'s sequence."""
-        seq_id = self.cache.seq_ids[index]
+        seq_id = self.cache.take_lowest_free_id(index)
         self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)  # a previous occupant's
         logits = self._forward(prompt, [seq_id] * len(prompt), range(len(prompt)), last_only=True)
         self.cache.lengths[index] = len(prompt)
@@ -160,9 +172,15 @@ class LlamaCppEngine(Engine):
         """Logits (V,) of the next token of each of rows 0…B-1, whose last tokens are
         `last_tokens`."""
         n = len(last_tokens)
-        logits = self._forward(last_tokens, self.cache.seq_ids[:n], self.cache.lengths[:n])
+        rows_in_order = np.argsort(self.cache.seq_ids[:n])  # batch position → row
+        logits = self._forward(
+            np.asarray(last_tokens)[rows_in_order],
+            self.cache.seq_ids[rows_in_order],
+            self.cache.lengths[rows_in_order],
+        )
         self.cache.lengths[:n] += 1
-        return logits
+        position_of_row = np.argsort(rows_in_order)
+        return [logits[p] for p in position_of_row]
 
     def _forward(
         self,
