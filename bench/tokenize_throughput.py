@@ -82,8 +82,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             for _ in encode(texts):
                 pass
 
+        stage_runs: list[list[dict]] = []  # each prepare run's stage timings
+
         def prepare_end_to_end() -> None:
             prepare([corpus], tokenizer_dir, Path(tmp) / "shards", workers=args.workers)
+            stage_runs.append(read_metrics(Path(tmp) / "shards/metrics.jsonl"))
 
         # Equal ids, on the exact text measured (no special tokens occur in it, else excluded).
         plain = [t for t in texts if "<|" not in t]
@@ -101,16 +104,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 start = time.perf_counter()
                 run()
                 seconds[name].append(time.perf_counter() - start)
-        stages = read_metrics(Path(tmp) / "shards/metrics.jsonl")
 
     rates = {name: megabytes / statistics.median(s) for name, s in seconds.items()}
     baseline = rates["tokenizers (HF, Rust)"]
     print(f"{'method':24s} {'median s':>9s} {'MB/s':>8s} {'vs HF':>7s}")
     for name, rate in rates.items():
         print(f"{name:24s} {megabytes / rate:>9.3f} {rate:>8.2f} {rate / baseline:>6.2f}×")
-    print("charter data prepare, by stage (last run):")
-    for stage in stages:
-        print(f"  {stage['stage']:12s} {stage['seconds']:>8.3f} s {stage['mb_per_s']:>8.2f} MB/s")
+    print("charter data prepare, by stage (median of its runs; MB/s of the text it keeps):")
+    for stages in zip(*stage_runs, strict=True):
+        name = stages[0]["stage"]
+        median_seconds = statistics.median(stage["seconds"] for stage in stages)
+        median_rate = statistics.median(stage["mb_per_s"] for stage in stages)
+        print(f"  {name:12s} {median_seconds:>8.3f} s {median_rate:>8.2f} MB/s")
     return rates
 
 

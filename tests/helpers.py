@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
 from charter.config import ModelConfig, preset
+
+BENCH = Path(__file__).parent.parent / "bench"
 
 
 def micro(vocab_size: int = 512, **overrides) -> ModelConfig:
@@ -11,3 +18,10 @@ def micro(vocab_size: int = 512, **overrides) -> ModelConfig:
         setattr(config, key, value)
     config.__post_init__()
     return config
+
+
+def load_bench(name: str) -> ModuleType:
+    """The script bench/NAME.py as a module (the scripts import each other by file name)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)

@@ -14,6 +14,7 @@ from charter.data.prepare import prepare, split_documents
 from charter.data.shards import TokenShards, file_sha256
 from charter.files import read_json
 from charter.tokenizer import ENDOFTEXT, Tokenizer
+from tests.helpers import load_bench
 
 
 def write_jsonl(path, records):
@@ -177,3 +178,19 @@ def test_cli_reports_bad_input_as_one_error(tmp_path, tokenizer_dir):
     with pytest.raises(SystemExit, match=r"charter data: error: .*missing\.jsonl: no such file"):
         options = ["--tokenizer", str(tokenizer_dir), "--out", str(tmp_path / "o")]
         main(["data", "prepare", str(tmp_path / "missing.jsonl"), *options])
+
+
+def test_throughput_benchmark_checks_the_ids_and_reports_every_method(
+    tmp_path, inputs, tokenizer_dir, capsys
+):
+    argv = ["--input", str(inputs[0]), "--tokenizer", str(tokenizer_dir), "--repeats", "2"]
+    rates = load_bench("tokenize_throughput").main([*argv, "--workers", "2"])
+    assert list(rates) == ["tokenizers (HF, Rust)", "tiktoken encoder", "charter data prepare"]
+    assert all(rate > 0 for rate in rates.values())
+    out = capsys.readouterr().out
+    assert out.startswith("text: 43 documents, ")  # every record, duplicates and empty too
+    assert [line.split()[0] for line in out.splitlines()[-3:]] == [
+        "read",
+        "deduplicate",
+        "tokenise",
+    ]

@@ -4,10 +4,6 @@ the `load_engine` factory and its GGUF cache; and `--backend` in generate and se
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import httpx
 import pytest
 import torch
@@ -28,7 +24,7 @@ from charter.infer.sampling import SamplingParams
 from charter.interop.gguf_export import export_gguf
 from charter.model import Transformer
 from charter.serve.registry import Registry, load_served_model
-from tests.helpers import micro
+from tests.helpers import load_bench, micro
 from tests.serve_helpers import free_port, running_server
 
 pytest.importorskip("llama_cpp")
@@ -279,14 +275,6 @@ def test_smollm2_greedy_chat_equals_the_pytorch_engine(smollm2_dir):
 # ---- the benchmarks, on tiny inputs ----
 
 
-def load_bench(name: str):
-    """A script of bench/ as a module (the scripts import each other by their file names)."""
-    bench = Path(__file__).parent.parent / "bench"
-    if str(bench) not in sys.path:
-        sys.path.insert(0, str(bench))
-    return importlib.import_module(name)
-
-
 @pytest.mark.slow
 def test_decode_benchmark_measures_every_engine(tmp_path, capsys):
     engines = ["charter torch", "charter llama.cpp", "llama-cpp-python", "transformers"]
@@ -301,7 +289,7 @@ def test_decode_benchmark_measures_every_engine(tmp_path, capsys):
     )
 
 
-def test_engine_load_benchmark_runs_the_serving_workload_on_the_engine(tmp_path, tokenizer, capsys):
+def test_engine_load_benchmark_runs_the_serving_workload(tmp_path, tokenizer, capsys):
     checkpoint = save_checkpoint(Transformer(micro()), tmp_path / "micro", tokenizer)
     argv = ["--model", str(checkpoint), "--rows", "2", "--prompts", "5", "--max-tokens", "6"]
     result = load_bench("engine_load").main([*argv, "--context", "256"])

@@ -3,28 +3,15 @@ clients, and reports what it measured (the real figures come from SmolLM2; see t
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from charter.checkpoint import save_checkpoint
 from charter.model import Transformer
-from tests.helpers import micro
+from tests.helpers import load_bench, micro
 from tests.serve_helpers import free_port
-
-BENCH = Path(__file__).parent.parent / "bench" / "serve_load.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("serve_load", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -34,7 +21,7 @@ def test_load_benchmark_reports_every_level_without_errors(tmp_path, tokenizer, 
     out = tmp_path / "results.jsonl"
     argv = ["--model", str(checkpoint), "--clients", "1", "3", "--requests", "2"]
     argv += ["--max-tokens", "8", "--port", str(free_port()), "--out", str(out)]
-    results = load_bench().main(argv)
+    results = load_bench("serve_load").main(argv)
     assert [(r.clients, r.requests, r.ok, r.errors, r.overloaded) for r in results] == [
         (1, 2, 2, 0, 0),
         (3, 6, 6, 0, 0),
