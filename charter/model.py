@@ -84,19 +84,29 @@ class KVCache:
         self.lengths[dst] = self.lengths[src]
 
 
-def decode_attention(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+def decode_attention(
+    q: Tensor, keys: Tensor, values: Tensor, mask: Tensor, as_sums: bool | None = None
+) -> Tensor:
     """Attention of one new token per row, q (B, H, 1, D), over keys/values (B, K, S, D).
 
     The same as `scaled_dot_product_attention`, written out because for a single query the
-    fused CPU kernel costs more than three small matmuls, and because the plain ops compile
-    into one fused kernel. Each KV head's G = H/K query heads are one (G, D) matrix.
+    fused CPU kernel costs more than a few small ops. Each KV head's G = H/K query heads attend
+    together. The two products are either batched matmuls or, with `as_sums`, products and
+    sums; by default sums when compiling (inductor fuses them into a few loops, where each
+    batched matmul stays a library call: up to 5× slower in bf16 at one query) and matmuls
+    eagerly (where the sums are the slower ones); `bench/decode_attention.py` measures both.
     """
     B, H, _, D = q.shape
     K, S = keys.shape[1], keys.shape[2]
-    grouped = q.view(B, K, H // K, D)  # (B, K, G, D)
-    scores = grouped @ keys.transpose(-1, -2) * D**-0.5  # (B, K, G, S)
-    scores = scores.masked_fill(~mask.view(B, 1, 1, S), float("-inf"))
-    return (scores.softmax(-1) @ values).view(B, H, 1, D)
+    as_sums = torch.compiler.is_compiling() if as_sums is None else as_sums
+    if as_sums:
+        scores = (q.view(B, K, H // K, 1, D) * keys[:, :, None]).sum(-1)  # (B, K, G, S)
+    else:
+        scores = q.view(B, K, H // K, D) @ keys.transpose(-1, -2)  # (B, K, G, S)
+    scores = (scores * D**-0.5).masked_fill(~mask.view(B, 1, 1, S), float("-inf"))
+    probs = scores.softmax(-1)
+    out = (probs[..., None] * values[:, :, None]).sum(-2) if as_sums else probs @ values
+    return out.view(B, H, 1, D)  # out: (B, K, G, D)
 
 
 class Attention(nn.Module):

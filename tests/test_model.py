@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from charter.config import PRESETS, flops_per_token, num_parameters, preset
-from charter.model import KVCache, Transformer, apply_rope, rope_tables
-from tests.helpers import micro
+from charter.model import KVCache, Transformer, apply_rope, decode_attention, rope_tables
+from tests.helpers import load_bench, micro
 
 
 def test_causality_future_tokens_never_change_past_logits(micro_model):
@@ -73,6 +73,24 @@ def test_grouped_query_heads_share_their_kv_head():
     ids = torch.randint(0, 512, (2, 16))
     with torch.no_grad():
         torch.testing.assert_close(gqa(ids), mha(ids), atol=1e-5, rtol=0)
+
+
+def test_decode_attention_eager_and_compiled_equal_sdpa():
+    """One query per row over a cache whose rows hold different lengths (GQA, 6 heads on 2):
+    both forms, eager, and the default when compiled (sums) equal SDPA."""
+    torch.manual_seed(0)
+    B, H, K, S, D = 3, 6, 2, 9, 8
+    q = torch.randn(B, H, 1, D)
+    keys, values = torch.randn(B, K, S, D), torch.randn(B, K, S, D)
+    mask = torch.arange(S) < torch.tensor([[4], [9], [1]])  # (B, S): each row's cached length
+    mask = mask[:, None, None]  # (B, 1, 1, S)
+    expected = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
+    with torch.no_grad():
+        for as_sums in (False, True):
+            got = decode_attention(q, keys, values, mask, as_sums)
+            torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+        compiled = torch.compile(decode_attention, fullgraph=True)(q, keys, values, mask)
+    torch.testing.assert_close(compiled, expected, atol=1e-6, rtol=0)
 
 
 def test_mqa_runs_and_is_causal():
@@ -202,3 +220,15 @@ def test_flops_per_token_is_six_n_plus_attention():
 def test_config_rejects_heads_that_do_not_group():
     with pytest.raises(ValueError, match="multiple of num_key_value_heads 3"):
         micro(num_attention_heads=4, num_key_value_heads=3)
+
+
+@pytest.mark.slow
+def test_decode_attention_benchmark_times_both_forms_eager_and_compiled(capsys):
+    argv = ["--batch-sizes", "2", "--lengths", "5", "--dtypes", "float32", "--repeats", "2"]
+    results = load_bench("decode_attention").main([*argv, "--layers", "1"])
+    forms = ["matmuls, eager", "matmuls, compiled", "sums, eager", "sums, compiled"]
+    assert [r["form"] for r in results] == forms
+    assert all(r["ms"] > 0 for r in results)
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[3:]]
+    assert [row[3] for row in rows] == forms
+    assert all(float(row[5].rstrip(" |")) < 1e-5 for row in rows)  # each equals fp32 SDPA
