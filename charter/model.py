@@ -106,7 +106,7 @@ def decode_attention(
     scores = (scores * D**-0.5).masked_fill(~mask.view(B, 1, 1, S), float("-inf"))
     probs = scores.softmax(-1)
     out = (probs[..., None] * values[:, :, None]).sum(-2) if as_sums else probs @ values
-    return out.view(B, H, 1, D)  # out: (B, K, G, D)
+    return out.view(B, H, 1, D)  # from (B, K, G, D)
 
 
 class Attention(nn.Module):

@@ -75,9 +75,10 @@ def test_grouped_query_heads_share_their_kv_head():
         torch.testing.assert_close(gqa(ids), mha(ids), atol=1e-5, rtol=0)
 
 
-def test_decode_attention_eager_and_compiled_equal_sdpa():
+def test_decode_attention_both_forms_equal_sdpa():
     """One query per row over a cache whose rows hold different lengths (GQA, 6 heads on 2):
-    both forms, eager, and the default when compiled (sums) equal SDPA."""
+    the matmul form and the product-and-sum form (compiled in the engine's tests and the
+    attention benchmark's) both equal SDPA."""
     torch.manual_seed(0)
     B, H, K, S, D = 3, 6, 2, 9, 8
     q = torch.randn(B, H, 1, D)
@@ -85,12 +86,9 @@ def test_decode_attention_eager_and_compiled_equal_sdpa():
     mask = torch.arange(S) < torch.tensor([[4], [9], [1]])  # (B, S): each row's cached length
     mask = mask[:, None, None]  # (B, 1, 1, S)
     expected = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
-    with torch.no_grad():
-        for as_sums in (False, True):
-            got = decode_attention(q, keys, values, mask, as_sums)
-            torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
-        compiled = torch.compile(decode_attention, fullgraph=True)(q, keys, values, mask)
-    torch.testing.assert_close(compiled, expected, atol=1e-6, rtol=0)
+    for as_sums in (False, True):
+        got = decode_attention(q, keys, values, mask, as_sums)
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
 
 
 def test_mqa_runs_and_is_causal():

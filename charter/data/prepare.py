@@ -102,8 +102,8 @@ def batch_encoder(
     # One encoding on this thread before any worker's. The split regex keeps its matching caches
     # in pools (Rust's `regex`) owned by the first thread to use them, and an owner rewrites its
     # pool's owner flag on every match, which the other threads read on theirs: with a worker
-    # as owner the two cores contend for that memory on every match. A fresh encoder ran at
-    # 12.4 MB/s on 2 threads, 15.1 after this one call (see docs/benchmarks.md).
+    # as owner the two cores contend for that memory on every match. prepare's tokenising ran
+    # at 11.7 MB/s on 2 threads without this call, 16.1 with it (see docs/benchmarks.md).
     encoding.encode_ordinary("claim")
 
     def encode_ordinary(text: str) -> np.ndarray:

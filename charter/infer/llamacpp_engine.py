@@ -173,13 +173,13 @@ class LlamaCppEngine(Engine):
         `last_tokens`."""
         n = len(last_tokens)
         rows_in_order = np.argsort(self.cache.seq_ids[:n])  # batch position → row
+        position_of_row = np.argsort(rows_in_order)  # before the decode: see `_logits_rows`
         logits = self._forward(
             np.asarray(last_tokens)[rows_in_order],
             self.cache.seq_ids[rows_in_order],
             self.cache.lengths[rows_in_order],
         )
         self.cache.lengths[:n] += 1
-        position_of_row = np.argsort(rows_in_order)
         return [logits[p] for p in position_of_row]
 
     def _forward(
