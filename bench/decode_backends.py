@@ -23,7 +23,7 @@ Models: random-weight checkpoints of the Charter presets (`micro`, `demo` = 4 la
 warm-up run each (which also compiles); the table reports the median of the repeats.
 
     python bench/decode_backends.py [--models demo mid smollm2] [--batch-sizes 1 8]
-        [--engines ...] [--gguf-dtype f32|f16|bf16] [--repeats 3] [--threads N]
+        [--engines ...] [--gguf-dtype f32|f16|bf16] [--context N] [--repeats 3] [--threads N]
         [--work runs/bench-decode] [--out decode.jsonl]
 """
 
@@ -187,7 +187,7 @@ def contenders(
 
 def measure(args: argparse.Namespace) -> list[Result]:
     torch.set_num_threads(args.threads)
-    context = args.prompt_tokens + args.new_tokens
+    context = args.context or args.prompt_tokens + args.new_tokens
     results = []
     for model_name in args.models:
         directory = model_directory(model_name, args.work)
@@ -238,6 +238,9 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--context", type=int,
+                        help="context window (KV cache length) of every contender; default: "
+                        "the prompt and new tokens, no more")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--work", type=Path, default=Path("runs/bench-decode"),
@@ -246,6 +249,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     args = parser.parse_args(argv)
     if max(args.batch_sizes) > 8:
         parser.error("--batch-sizes: the engines hold at most 8 sequences")
+    if args.context is not None and args.context < args.prompt_tokens + args.new_tokens:
+        parser.error("--context: shorter than --prompt-tokens plus --new-tokens")
 
     print(
         f"torch {torch.__version__}, {args.threads} threads; prompts of {args.prompt_tokens} "

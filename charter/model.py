@@ -72,6 +72,12 @@ class KVCache:
         self.v = [zeros() for _ in range(config.num_hidden_layers)]
         self.lengths = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.max_len = max_len
+        # RoPE's cos and sin for every position, computed once: a compiled decode step then
+        # gathers them, where it would otherwise recompute them (pow, cos, sin) for every key
+        # it attends to, inductor having fused the query's rotation into the attention loop.
+        every_position = torch.arange(max_len, device=device)[None]  # (1, S)
+        cos, sin = rope_tables(every_position, config.head_dim, config.rope_theta)
+        self.rope_cos, self.rope_sin = cos[0, 0].clone(), sin[0, 0].clone()  # (S, D), fp32
 
     @property
     def batch_size(self) -> int:
@@ -143,12 +149,14 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
             # Write this chunk at each row's own positions, then attend over the cached prefix.
-            cache_k, cache_v = cache.k[self.layer_index][rows], cache.v[self.layer_index][rows]
-            batch_index = torch.arange(B, device=x.device)[:, None]  # (B, 1)
-            cache_k[batch_index, :, positions] = k.transpose(1, 2)  # positions (B, T)
-            cache_v[batch_index, :, positions] = v.transpose(1, 2)
+            # The write indexes the layer's whole cache tensor, not a view of its rows: compiled,
+            # a write through a view copied the rows' entire cache three times per layer.
+            cache_k, cache_v = cache.k[self.layer_index], cache.v[self.layer_index]
+            cache_rows = torch.arange(rows.start, rows.start + B, device=x.device)[:, None]
+            cache_k[cache_rows, :, positions] = k.transpose(1, 2)  # positions (B, T)
+            cache_v[cache_rows, :, positions] = v.transpose(1, 2)
             S = mask.shape[-1]
-            keys, values = cache_k[:, :, :S], cache_v[:, :, :S]  # (B, K, S, D)
+            keys, values = cache_k[rows, :, :S], cache_v[rows, :, :S]  # (B, K, S, D)
             if T == 1:
                 out = decode_attention(q, keys, values, mask)
             else:
@@ -236,7 +244,11 @@ class Transformer(nn.Module):
             # A query at position p sees cached keys at positions ≤ p: causal and per row.
             mask = torch.arange(S, device=input_ids.device) <= positions[..., None]  # (B, T, S)
             cache_args = dict(cache=cache, rows=rows, positions=positions, mask=mask[:, None])
-        cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        if cache is None:
+            cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
+        else:
+            cos, sin = cache.rope_cos[positions][:, None], cache.rope_sin[positions][:, None]
+        # cos, sin: (B, 1, T, D)
         x = self.embed_tokens(input_ids)  # (B, T, d)
         for layer in self.layers:
             x = layer(x, cos, sin, **cache_args)

@@ -289,6 +289,12 @@ def test_decode_benchmark_measures_every_engine(tmp_path, capsys):
     )
 
 
+def test_decode_benchmark_refuses_a_context_shorter_than_its_tokens(capsys):
+    with pytest.raises(SystemExit):
+        load_bench("decode_backends").main(["--context", "100"])  # 32 + 128 tokens by default
+    assert "--context: shorter than --prompt-tokens plus --new-tokens" in capsys.readouterr().err
+
+
 def test_engine_load_benchmark_runs_the_serving_workload(tmp_path, tokenizer, capsys):
     checkpoint = save_checkpoint(Transformer(micro()), tmp_path / "micro", tokenizer)
     argv = ["--model", str(checkpoint), "--rows", "2", "--prompts", "5", "--max-tokens", "6"]

@@ -166,6 +166,37 @@ def test_kv_cache_batch_of_different_prompt_lengths(micro_model):
                 torch.testing.assert_close(logits[b], alone[n + step], atol=1e-5, rtol=0)
 
 
+def test_a_pass_over_some_cache_rows_writes_those_rows_only(micro_model):
+    """Rows 1-2 of a 3-row cache, prefilled and decoded as a slice, give the logits and the
+    keys and values of a cache of their own; row 0 is not touched."""
+    torch.manual_seed(4)
+    ids = torch.randint(0, 512, (2, 10))
+    shared, own = KVCache(micro_model.config, 3, 16), KVCache(micro_model.config, 2, 16)
+    for layer in (*shared.k, *shared.v):
+        layer[0] = 7.0
+    with torch.no_grad():
+        logits = {}
+        for name, cache, rows in (("shared", shared, slice(1, 3)), ("own", own, slice(0, 2))):
+            steps = [micro_model(ids[:, :6], cache=cache, rows=rows)]
+            steps += [micro_model(ids[:, t : t + 1], cache=cache, rows=rows) for t in range(6, 10)]
+            logits[name] = torch.cat(steps, dim=1)
+    torch.testing.assert_close(logits["shared"], logits["own"], atol=1e-6, rtol=0)
+    for mine, theirs in zip((*shared.k, *shared.v), (*own.k, *own.v), strict=True):
+        assert (mine[0] == 7.0).all()
+        torch.testing.assert_close(mine[1:], theirs, atol=1e-6, rtol=0)
+    assert shared.lengths.tolist() == [0, 10, 10]
+
+
+def test_kv_cache_rope_tables_are_the_tables_of_each_position(micro_model):
+    config = micro_model.config
+    cache = KVCache(config, 1, 64)
+    positions = torch.tensor([[0, 5, 63], [1, 2, 3]])
+    cos, sin = rope_tables(positions, config.head_dim, config.rope_theta)  # (2, 1, 3, D)
+    assert cache.rope_cos.shape == cache.rope_sin.shape == (64, config.head_dim)
+    torch.testing.assert_close(cache.rope_cos[positions][:, None], cos, atol=1e-6, rtol=0)
+    torch.testing.assert_close(cache.rope_sin[positions][:, None], sin, atol=1e-6, rtol=0)
+
+
 def test_kv_cache_overflow_is_an_error(micro_model):
     cache = KVCache(micro_model.config, 1, 8)
     with torch.no_grad(), pytest.raises(ValueError, match="KV cache holds 8 tokens per row; 9"):
