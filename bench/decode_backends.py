@@ -6,8 +6,9 @@ included), for:
 
 - `charter torch`: Charter's engine in PyTorch, eager;
 - `charter torch compiled`: the same with its compiled decode step (`Engine(compile=True)`);
-- `charter torch bf16 frozen` (only when asked for): bf16 weights, compiled with the weights
-  frozen in and inductor's autotuned matrix kernels (`Engine(compile=True, frozen=True)`);
+- `charter torch bf16 frozen` (only when asked for): bf16 weights, the decode step compiled
+  ahead of time (AOTInductor) with the weights frozen in and inductor's autotuned matrix kernels
+  (`Engine(compile=True, frozen=True)`);
 - `charter llama.cpp`: Charter's engine on llama.cpp (`--backend llamacpp`: the checkpoint
   exported to a GGUF of `--gguf-dtype`, f32 by default with an f32 KV cache; f16 or bf16 weights
   get an f16 KV cache, as in `load_engine`);

@@ -79,6 +79,17 @@ class KVCache:
         cos, sin = rope_tables(every_position, config.head_dim, config.rope_theta)
         self.rope_cos, self.rope_sin = cos[0, 0].clone(), sin[0, 0].clone()  # (S, D), fp32
 
+    @classmethod
+    def over(
+        cls, k: list[Tensor], v: list[Tensor], lengths: Tensor, rope_cos: Tensor, rope_sin: Tensor
+    ) -> KVCache:
+        """A cache made of existing tensors (those a traced decode step receives as inputs)."""
+        cache = cls.__new__(cls)
+        cache.k, cache.v, cache.lengths = list(k), list(v), lengths
+        cache.max_len = k[0].shape[2]
+        cache.rope_cos, cache.rope_sin = rope_cos, rope_sin
+        return cache
+
     @property
     def batch_size(self) -> int:
         return self.k[0].shape[0]
@@ -134,6 +145,7 @@ class Attention(nn.Module):
         sin: Tensor,
         cache: KVCache | None = None,
         rows: slice | None = None,
+        row_ids: Tensor | None = None,
         positions: Tensor | None = None,
         mask: Tensor | None = None,
     ) -> Tensor:
@@ -149,12 +161,9 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
             # Write this chunk at each row's own positions, then attend over the cached prefix.
-            # The write indexes the layer's whole cache tensor, not a view of its rows: compiled,
-            # a write through a view copied the rows' entire cache three times per layer.
             cache_k, cache_v = cache.k[self.layer_index], cache.v[self.layer_index]
-            cache_rows = torch.arange(rows.start, rows.start + B, device=x.device)[:, None]
-            cache_k[cache_rows, :, positions] = k.transpose(1, 2)  # positions (B, T)
-            cache_v[cache_rows, :, positions] = v.transpose(1, 2)
+            cache_k[row_ids[:, None], :, positions] = k.transpose(1, 2)  # positions (B, T)
+            cache_v[row_ids[:, None], :, positions] = v.transpose(1, 2)
             S = mask.shape[-1]
             keys, values = cache_k[rows, :, :S], cache_v[rows, :, :S]  # (B, K, S, D)
             if T == 1:
@@ -234,6 +243,11 @@ class Transformer(nn.Module):
             cache_args = {}
         else:
             rows = rows if rows is not None else slice(0, B)
+            # Every write into the cache indexes its tensors by row id, not through a view of
+            # the rows: compiled, a write through a view copied the rows' entire cache (three
+            # times per layer), and torch.export + AOTInductor got one wrong for batches of
+            # fewer rows than the cache has (every row's length changed).
+            row_ids = torch.arange(rows.start, rows.start + B, device=input_ids.device)  # (B,)
             start = cache.lengths[rows]  # (B,)
             positions = start[:, None] + torch.arange(T, device=input_ids.device)  # (B, T)
             # Keys attended to: up to the furthest row's last position. A compiled caller passes
@@ -243,7 +257,9 @@ class Transformer(nn.Module):
                 raise ValueError(f"KV cache holds {cache.max_len} tokens per row; {S} needed")
             # A query at position p sees cached keys at positions ≤ p: causal and per row.
             mask = torch.arange(S, device=input_ids.device) <= positions[..., None]  # (B, T, S)
-            cache_args = dict(cache=cache, rows=rows, positions=positions, mask=mask[:, None])
+            cache_args = dict(
+                cache=cache, rows=rows, row_ids=row_ids, positions=positions, mask=mask[:, None]
+            )
         if cache is None:
             cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
         else:
@@ -253,7 +269,7 @@ class Transformer(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, **cache_args)
         if cache is not None:
-            cache.lengths[rows] += T if input_lengths is None else input_lengths
+            cache.lengths[row_ids] += T if input_lengths is None else input_lengths
         return self.norm(x)
 
     def logits(self, hidden: Tensor) -> Tensor:

@@ -252,14 +252,21 @@ def test_compiled_decode_step_gives_the_eager_tokens(model, tokenizer):
 
 
 @pytest.mark.slow
-def test_frozen_compiled_decode_step_gives_the_eager_tokens(model, tokenizer):
+def test_frozen_decode_step_gives_the_eager_tokens(model, tokenizer):
+    """Compiled ahead of time, one graph serves a batch that shrinks to one row and refills,
+    and a row that decodes up to the last position of the context window."""
     torch.manual_seed(6)
-    prompts = [torch.randint(8, 512, (n,)).tolist() for n in (4, 9)]
-    params = SamplingParams(max_new_tokens=8, temperature=0)
-    frozen = Engine(model, tokenizer, eos_token_ids=[], compile=True, frozen=True)
-    assert [c.token_ids for c in frozen.generate(prompts, params)] == [
-        naive_greedy(model, p, 8) for p in prompts
+    prompts = [torch.randint(8, 512, (n,)).tolist() for n in (4, 9, 58, 6)]
+    params = [SamplingParams(max_new_tokens=n, temperature=0) for n in (8, 3, 12, 9)]
+    eager = Engine(model, tokenizer, max_batch_size=2, eos_token_ids=[])
+    frozen = Engine(model, tokenizer, max_batch_size=2, eos_token_ids=[], compile=True, frozen=True)
+    expected = eager.generate(prompts, params)
+    assert expected[2].stop_reason == "model_context_window_exceeded"  # reached position 63
+    got = frozen.generate(prompts, params)
+    assert [(c.token_ids, c.stop_reason) for c in got] == [
+        (c.token_ids, c.stop_reason) for c in expected
     ]
+    assert frozen.generate([prompts[0]], params[0])[0].token_ids == expected[0].token_ids
 
 
 def test_frozen_without_compile_is_refused(model, tokenizer):

@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from charter.infer.detokenizer import TextStream
+from charter.infer.frozen_step import FrozenDecodeStep
 from charter.infer.sampling import SamplingParams, sample_next_token
 from charter.model import KVCache, Transformer
 from charter.tokenizer import Tokenizer
@@ -67,30 +68,6 @@ class _Row:
         self.generator = request.params.make_generator(device)
 
 
-# Inductor's settings for `Engine(frozen=True)`: its own C++ matrix template (the CPU's) or
-# PyTorch's kernels, whichever its benchmark finds faster for each product; and products of one
-# input by several frozen weights (q, k, v; gate, up) concatenated into one product.
-FROZEN_SETTINGS = {
-    "freezing": True,
-    "max_autotune": True,
-    "max_autotune_gemm_backends": "CPP,ATEN",
-    "cpp.enable_concat_linear": True,
-}
-
-
-def _with_inductor_settings(compiled: Callable, settings: dict) -> Callable:
-    """`compiled` run with inductor's `settings` in force. They must be in force whenever it
-    compiles, which happens inside a call (again for each new batch shape). torch.compile's own
-    `options=` argument gave half the speed for bf16 decoding in our measurement, as if freezing
-    were off."""
-
-    def run(*args):
-        with torch._inductor.config.patch(settings):
-            return compiled(*args)
-
-    return run
-
-
 class Engine:
     def __init__(
         self,
@@ -107,12 +84,12 @@ class Engine:
         per-operation overhead that dominates decoding small models, at the price of compiling
         (tens of seconds) on the first step of each.
 
-        `frozen=True` (with `compile`) makes the weights constants of the compiled step
-        (inductor's freezing) and has inductor benchmark its own matrix kernels against
-        PyTorch's and keep the faster (max-autotune). With bf16 weights on a CPU its kernels
-        read the weights about three times as fast as PyTorch's bf16 matrix-vector products.
-        Compiling then takes minutes, and weights changed after it are not seen: for serving
-        and evaluation, not for sampling from a model being trained."""
+        `frozen=True` (with `compile`) compiles the step ahead of time instead, with the
+        weights as constants (`FrozenDecodeStep`): no guards nor Python between its kernels,
+        and inductor's autotuned matrix kernels, which with bf16 weights on a CPU read them
+        about three times as fast as PyTorch's bf16 matrix-vector products. Compiling then
+        takes minutes, and weights changed after it are not seen: for serving and evaluation,
+        not for sampling from a model being trained."""
         if frozen and not compile:
             raise ValueError("frozen=True is a way of compiling: it needs compile=True")
         self.model = model.eval()
@@ -131,7 +108,9 @@ class Engine:
         self.cache = KVCache(model.config, max_batch_size, self.max_len, dtype, self.device)
         self.rows: list[_Row] = []  # active rows, in cache-row order
         self._decode = self._decode_step
-        if compile:
+        if frozen:
+            self._decode = FrozenDecodeStep(model, self.cache)
+        elif compile:
             self._decode = torch.compile(self._decode_step, dynamic=True)
             # Only the batch and the attended length vary. The cache's tensors keep their shapes
             # for the engine's life: static, their sizes are constants in the compiled step and
@@ -140,8 +119,6 @@ class Engine:
             cache = self.cache
             for tensor in (*cache.k, *cache.v, cache.lengths, cache.rope_cos, cache.rope_sin):
                 torch._dynamo.mark_static(tensor)
-        if frozen:
-            self._decode = _with_inductor_settings(self._decode, FROZEN_SETTINGS)
 
     @property
     def free_rows(self) -> int:
