@@ -160,7 +160,8 @@ class Attention(nn.Module):
         if cache is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
-            # Write this chunk at each row's own positions, then attend over the cached prefix.
+            # Write this chunk at each row's own positions (by row id: see `hidden_states`), then
+            # attend over the cached prefix (read through the view `rows`).
             cache_k, cache_v = cache.k[self.layer_index], cache.v[self.layer_index]
             cache_k[row_ids[:, None], :, positions] = k.transpose(1, 2)  # positions (B, T)
             cache_v[row_ids[:, None], :, positions] = v.transpose(1, 2)
