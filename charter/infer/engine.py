@@ -85,7 +85,7 @@ class Engine:
         (tens of seconds) on the first step of each.
 
         `frozen=True` (with `compile`) compiles the step ahead of time instead, with the
-        weights as constants (`FrozenDecodeStep`): no guards nor Python between its kernels,
+        weights as constants (`FrozenDecodeStep`): neither guards nor Python between its kernels,
         and inductor's autotuned matrix kernels, which with bf16 weights on a CPU read them
         about three times as fast as PyTorch's bf16 matrix-vector products. Compiling then
         takes minutes, and weights changed after it are not seen: for serving and evaluation,
