@@ -276,6 +276,13 @@ class Transformer(nn.Module):
     def logits(self, hidden: Tensor) -> Tensor:
         return self.lm_head(hidden)
 
+    def decode_step(self, last: Tensor, cache: KVCache, attend_len: int) -> Tensor:
+        """Logits (B, V) of the next token of cache rows 0…B-1, whose last tokens are `last`
+        (B, 1) and whose longest row attends to `attend_len` positions; each row grows by one."""
+        rows = slice(0, last.shape[0])
+        hidden = self.hidden_states(last, cache, rows, attend_len=attend_len)
+        return self.logits(hidden[:, -1])
+
     def forward(self, input_ids: Tensor, **cache_args) -> Tensor:
         """Logits (B, T, vocab) for `input_ids` (B, T)."""
         return self.logits(self.hidden_states(input_ids, **cache_args))

@@ -176,9 +176,7 @@ class Engine:
 
     def _decode_step(self, last: torch.Tensor, attend_len: int) -> torch.Tensor:
         """Logits (B, V) of the next token of rows 0…B-1, whose last tokens are `last` (B, 1)."""
-        rows = slice(0, last.shape[0])
-        hidden = self.model.hidden_states(last, self.cache, rows, attend_len=attend_len)
-        return self.model.logits(hidden[:, -1])
+        return self.model.decode_step(last, self.cache, attend_len)
 
     # ---- sampling and bookkeeping ----
 

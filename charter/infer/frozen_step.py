@@ -55,14 +55,12 @@ class _StepOverTensors(nn.Module):
         values: list[Tensor],
     ) -> Tensor:
         cache = KVCache.over(keys, values, lengths, rope_cos, rope_sin)
-        rows = slice(0, last.shape[0])
-        hidden = self.model.hidden_states(last, cache, rows, attend_len=key_slots.shape[0])
-        return self.model.logits(hidden[:, -1])  # (B, V)
+        return self.model.decode_step(last, cache, attend_len=key_slots.shape[0])  # (B, V)
 
 
 class FrozenDecodeStep:
-    """Callable as `Engine._decode_step(last, attend_len)`: logits (B, V) of the next token of
-    cache rows 0…B-1, whose last tokens are `last` (B, 1); each row's cache grows by one."""
+    """`model.decode_step` over `cache`, compiled with the weights frozen in; called as the
+    engine calls its decode step, with `(last, attend_len)`."""
 
     def __init__(self, model: Transformer, cache: KVCache) -> None:
         self.step = _StepOverTensors(model)
