@@ -9,6 +9,8 @@ included), for:
 - `charter torch bf16 frozen` (only when asked for): bf16 weights, the decode step compiled
   ahead of time (AOTInductor) with the weights frozen in and inductor's autotuned matrix kernels
   (`Engine(compile=True, frozen=True)`);
+- `charter torch int8 frozen` (only when asked for): the same with every linear layer in int8,
+  weights and activations (`quantize_int8`; its cost in output: `bench/int8_quality.py`);
 - `charter llama.cpp`: Charter's engine on llama.cpp (`--backend llamacpp`: the checkpoint
   exported to a GGUF of `--gguf-dtype`, f32 by default with an f32 KV cache; f16 or bf16 weights
   get an f16 KV cache, as in `load_engine`);
@@ -50,6 +52,7 @@ from charter.config import PRESETS, preset
 from charter.data.documents import python_docstrings
 from charter.infer.backends import GGUF_DTYPES, cached_gguf, load_engine
 from charter.infer.engine import Engine
+from charter.infer.int8_linear import quantize_int8
 from charter.interop.gguf_import import import_gguf, smollm2_gguf_path
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
@@ -57,7 +60,9 @@ from charter.tokenizer import Tokenizer
 RAW = "llama-cpp-python"
 ENGINES = ["charter torch", "charter torch compiled", "charter llama.cpp", RAW, "transformers"]
 HF_BF16 = "transformers bf16"  # not run unless named in --engines
-FROZEN_BF16 = "charter torch bf16 frozen"  # nor this (it compiles for minutes)
+FROZEN_BF16 = "charter torch bf16 frozen"  # nor these (they compile for minutes)
+FROZEN_INT8 = "charter torch int8 frozen"
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.bfloat16}
 TORCH_DTYPES = {name: dtype for dtype, name in GGUF_DTYPES.items()}  # "bf16" → torch.bfloat16
 
 # A contender generates `new_tokens` tokens after each prompt and returns tokens/s.
@@ -141,15 +146,16 @@ def contenders(
 ) -> dict[str, Contender]:
     found: dict[str, Contender] = {}
     tokenizer = load_tokenizer(directory)
-    models: dict[torch.dtype, Transformer] = {}  # one copy per dtype, shared by the engines
+    models: dict[str, Transformer] = {}  # one copy per precision, shared by the engines
     for name in engines:
         if name.startswith("charter torch"):
-            frozen = name == FROZEN_BF16
-            dtype = torch.bfloat16 if frozen else torch.float32
-            if dtype not in models:
-                models[dtype] = load_checkpoint(directory, dtype=dtype)
+            frozen = name in (FROZEN_BF16, FROZEN_INT8)
+            precision = {FROZEN_BF16: "bf16", FROZEN_INT8: "int8"}.get(name, "fp32")
+            if precision not in models:
+                model = load_checkpoint(directory, dtype=PRECISION_DTYPES[precision])
+                models[precision] = quantize_int8(model) if precision == "int8" else model
             engine = Engine(
-                models[dtype],
+                models[precision],
                 tokenizer,
                 max_batch_size=8,
                 max_len=context,
@@ -232,7 +238,10 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--models", nargs="+", default=["demo", "mid", "smollm2"],
                         choices=[*PRESETS, "smollm2"])  # fmt: skip
     parser.add_argument(
-        "--engines", nargs="+", default=ENGINES, choices=[*ENGINES, HF_BF16, FROZEN_BF16]
+        "--engines",
+        nargs="+",
+        default=ENGINES,
+        choices=[*ENGINES, HF_BF16, FROZEN_BF16, FROZEN_INT8],
     )
     parser.add_argument("--gguf-dtype", default="f32", choices=sorted(TORCH_DTYPES),
                         help="weights of the GGUF both llama.cpp contenders run")  # fmt: skip

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch._dynamo.utils import counters
 
 from charter.infer.detokenizer import TextStream
 from charter.infer.engine import Engine, GenerationRequest
+from charter.infer.int8_linear import quantize_int8
 from charter.infer.sampling import SamplingParams, filter_logits, sample_next_token
 from charter.model import Transformer
 from tests.helpers import micro
@@ -254,18 +258,26 @@ def test_compiled_decode_step_gives_the_eager_tokens(model, tokenizer):
 @pytest.mark.slow
 def test_frozen_decode_step_gives_the_eager_tokens(model, tokenizer):
     """Compiled ahead of time, one graph serves a batch that shrinks to one row and refills,
-    and a row that decodes up to the last position of the context window."""
+    and a row that decodes up to the last position of the context window. The model's MLPs are
+    in int8, its attention in fp32, so that one compilation covers both kinds of frozen product:
+    inductor's float kernels, and oneDNN's int8 linear, which every int8 product becomes."""
+    mixed = copy.deepcopy(model)
+    for block in mixed.layers:
+        quantize_int8(block.mlp)
     torch.manual_seed(6)
     prompts = [torch.randint(8, 512, (n,)).tolist() for n in (4, 9, 58, 6)]
     params = [SamplingParams(max_new_tokens=n, temperature=0) for n in (8, 3, 12, 9)]
-    eager = Engine(model, tokenizer, max_batch_size=2, eos_token_ids=[])
-    frozen = Engine(model, tokenizer, max_batch_size=2, eos_token_ids=[], compile=True, frozen=True)
+    eager = Engine(mixed, tokenizer, max_batch_size=2, eos_token_ids=[])
+    frozen = Engine(mixed, tokenizer, max_batch_size=2, eos_token_ids=[], compile=True, frozen=True)
     expected = eager.generate(prompts, params)
     assert expected[2].stop_reason == "model_context_window_exceeded"  # reached position 63
+    counters.clear()
     got = frozen.generate(prompts, params)
     assert [(c.token_ids, c.stop_reason) for c in got] == [
         (c.token_ids, c.stop_reason) for c in expected
     ]
+    # inductor's count of int8 products rewritten into oneDNN's linear over prepacked weights
+    assert counters["inductor"]["qlinear_weight_prepack_matcher_count"] == 3 * len(mixed.layers)
     assert frozen.generate([prompts[0]], params[0])[0].token_ids == expected[0].token_ids
 
 

@@ -89,7 +89,8 @@ class Engine:
         and inductor's autotuned matrix kernels, which with bf16 weights on a CPU read them
         about three times as fast as PyTorch's bf16 matrix-vector products. Compiling then
         takes minutes, and weights changed after it are not seen: for serving and evaluation,
-        not for sampling from a model being trained."""
+        not for sampling from a model being trained. A model whose linear layers are in int8
+        (`quantize_int8`) runs them there as oneDNN's int8 products, half the bytes of bf16."""
         if frozen and not compile:
             raise ValueError("frozen=True is a way of compiling: it needs compile=True")
         self.model = model.eval()

@@ -96,9 +96,10 @@ class FrozenDecodeStep:
         with torch.inference_mode(False), torch.no_grad():
             program = torch.export.export(self.step, args, dynamic_shapes=dynamic_shapes)
         # The package (weights included) is only needed until loaded, which unpacks it.
+        # Inductor freezes the weights only where gradients are off.
         with tempfile.TemporaryDirectory(prefix="charter-frozen-step-") as directory:
             package = str(Path(directory) / "decode_step.pt2")
-            with torch._inductor.config.patch(FROZEN_SETTINGS):
+            with torch._inductor.config.patch(FROZEN_SETTINGS), torch.no_grad():
                 torch._inductor.aoti_compile_and_package(program, package_path=package)
             return torch._inductor.aoti_load_package(package)
 
