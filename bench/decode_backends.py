@@ -62,6 +62,7 @@ ENGINES = ["charter torch", "charter torch compiled", "charter llama.cpp", RAW, 
 HF_BF16 = "transformers bf16"  # not run unless named in --engines
 FROZEN_BF16 = "charter torch bf16 frozen"  # nor these (they compile for minutes)
 FROZEN_INT8 = "charter torch int8 frozen"
+# The dtype each precision loads in (int8: the linear layers' inputs and everything else).
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.bfloat16}
 TORCH_DTYPES = {name: dtype for dtype, name in GGUF_DTYPES.items()}  # "bf16" → torch.bfloat16
 

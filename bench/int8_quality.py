@@ -10,8 +10,8 @@ activations per token):
   are identical to fp32's, and at which token each other one first differs.
 
 Everything runs eagerly; with `--frozen`, also the int8 model's greedy answers from the frozen,
-compiled engine (`Engine(compile=True, frozen=True)`), whose fused kernels round the activations
-differently before quantising them, so its int8 noise is not the eager one's.
+compiled engine (`Engine(compile=True, frozen=True)`), whose int8 rounding noise is not the
+eager one's (its fused kernels, it seems, quantise activations that eager rounds to bf16 first).
 
     python bench/int8_quality.py [--model runs/bench-decode/smollm2] [--conversations 100]
         [--prompts 16] [--new-tokens 64] [--max-tokens 384] [--frozen] [--out quality.jsonl]

@@ -30,7 +30,8 @@ def test_weights_lie_within_half_a_step_of_the_originals():
 
 
 def test_output_is_the_integer_product_rescaled():
-    layer = Int8Linear(linear(64, 24))
+    original = linear(64, 24)
+    layer = Int8Linear(original)
     x = torch.randn(3, 5, 64)
     rows = x.reshape(-1, 64)
     x_scales = rows.abs().amax(dim=1, keepdim=True) / 127  # (15, 1)
@@ -41,7 +42,7 @@ def test_output_is_the_integer_product_rescaled():
     assert out.shape == (3, 5, 24) and out.dtype == torch.float32
     torch.testing.assert_close(out, reference.reshape(3, 5, 24), rtol=1e-6, atol=1e-6)
     # and it stays close to the float layer it replaces
-    exact = x @ linear(64, 24).weight.detach().t()
+    exact = original(x).detach()
     assert float((out - exact).abs().max()) < 0.02 * float(exact.abs().max())
 
 
@@ -57,6 +58,11 @@ def test_keeps_the_input_dtype_and_maps_a_zero_row_to_zeros():
 def test_a_layer_with_bias_is_refused():
     with pytest.raises(ValueError, match="bias-free"):
         Int8Linear(nn.Linear(8, 4, bias=True))
+
+
+def test_a_lone_linear_layer_is_refused_by_quantize_int8():
+    with pytest.raises(TypeError, match="Int8Linear"):
+        quantize_int8(linear(8, 4))
 
 
 def test_quantizing_a_model_replaces_every_linear_and_keeps_its_predictions():

@@ -73,6 +73,8 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     """Replace every `nn.Linear` of `model` (attention, MLP, output layer) by an `Int8Linear`,
     in place, for inference: the float weights of those layers are dropped (a tied output
     layer keeps the embedding table, which is only looked up). Returns `model`."""
+    if isinstance(model, nn.Linear):  # it cannot replace itself in place
+        raise TypeError("quantize_int8 replaces the layers inside a module: use Int8Linear(layer)")
     for module in list(model.modules()):
         for name, child in module.named_children():
             if isinstance(child, nn.Linear):
