@@ -11,7 +11,8 @@ activations per token):
 
 Everything runs eagerly; with `--frozen`, also the int8 model's greedy answers from the frozen,
 compiled engine (`Engine(compile=True, frozen=True)`), whose int8 rounding noise is not the
-eager one's (its fused kernels, it seems, quantise activations that eager rounds to bf16 first).
+eager one's (its float parts differ slightly, and so does which int8 step an activation rounds
+to).
 
     python bench/int8_quality.py [--model runs/bench-decode/smollm2] [--conversations 100]
         [--prompts 16] [--new-tokens 64] [--max-tokens 384] [--frozen] [--out quality.jsonl]
