@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         import_gguf(smollm2_gguf_path(), args.model)
 
     tokenizer = load_tokenizer(args.model)
-    records, _ = import_hh(args.data)
+    records, problems = import_hh(args.data)
+    if problems:  # transcripts that cannot be a demonstration (an empty response, say)
+        print(f"{len(problems)} transcripts left out, first: {problems[0]}", file=sys.stderr)
     records = records[: args.conversations]
     examples = []
     for record in records:
