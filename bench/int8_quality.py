@@ -33,12 +33,13 @@ from tqdm import tqdm
 from charter.chat import render_prompt
 from charter.checkpoint import load_checkpoint, load_tokenizer
 from charter.data.hh import import_hh
-from charter.data.sft import to_training_example
 from charter.infer.engine import Engine
 from charter.infer.int8_linear import quantize_int8
 from charter.infer.sampling import SamplingParams
 from charter.interop.gguf_import import import_gguf, smollm2_gguf_path
 from charter.model import Transformer
+from charter.train.lm import IGNORE
+from charter.train.sft import Example, collate, render_examples
 
 HH_TEST = Path(__file__).resolve().parents[2] / "shared/data/hh-rlhf-harmless-base-test.jsonl.gz"
 PRECISIONS = ["fp32", "bf16", "bf16 + int8 linears"]
@@ -53,16 +54,18 @@ def load(directory: Path, precision: str) -> Transformer:
 
 
 @torch.inference_mode()
-def assistant_loss(model: Transformer, examples: list[tuple[list[int], list[bool]]]) -> float:
+def assistant_loss(model: Transformer, examples: list[Example], pad_id: int) -> float:
     """Mean cross-entropy of the assistant's tokens, each predicted from everything before."""
     total, count = 0.0, 0
-    for ids, mask in tqdm(examples, desc="loss", unit="conversation", file=sys.stderr):
-        logits = model(torch.tensor([ids[:-1]]))[0].float()  # (T-1, V)
-        targets = torch.tensor(ids[1:])
-        scored = torch.tensor(mask[1:])  # the token predicted at t is ids[t + 1]
-        losses = F.cross_entropy(logits, targets, reduction="none")
-        total += float(losses[scored].sum())
-        count += int(scored.sum())
+    for example in tqdm(examples, desc="loss", unit="conversation", file=sys.stderr):
+        batch = collate([example], pad_id)  # one conversation: no padding
+        logits = model(batch.input_ids).float()  # (1, T, V)
+        total += float(
+            F.cross_entropy(
+                logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE, reduction="sum"
+            )
+        )
+        count += batch.num_targets
     return total / count
 
 
@@ -96,10 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     if problems:  # transcripts that cannot be a demonstration (an empty response, say)
         print(f"{len(problems)} transcripts left out, first: {problems[0]}", file=sys.stderr)
     records = records[: args.conversations]
-    examples = []
-    for record in records:
-        rendered = to_training_example(record, tokenizer)
-        examples.append((rendered.ids[: args.max_tokens], rendered.loss_mask[: args.max_tokens]))
+    examples, _ = render_examples(records, tokenizer, max_seq_len=args.max_tokens - 1)
     prompts = [
         render_prompt(r.prompt(), tokenizer, thinking=False)[-args.max_tokens :]
         for r in records[: args.prompts]
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         if not frozen:  # the frozen engine runs the int8 model of the row before
             model = load(args.model, precision)
         # The frozen step only decodes: no teacher-forced loss through it.
-        loss = None if frozen else assistant_loss(model, examples)
+        loss = None if frozen else assistant_loss(model, examples, tokenizer.pad_token_id)
         engine = Engine(
             model,
             tokenizer,
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                 "first_difference": sorted(p for p in parts if p is not None),
             }
         )
-    scored = sum(sum(mask[1:]) for _, mask in examples)
+    scored = sum(sum(e.loss_mask[1:]) for e in examples)
     print(
         f"{args.model}: {len(examples)} conversations ({scored} assistant tokens), "
         f"{len(prompts)} greedy answers of ≤ {args.new_tokens} tokens"
