@@ -12,6 +12,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+# The Hugging Face architectures a checkpoint may be: the decoder with its LM head (a policy), or
+# with a linear score head read at the last token (a reward model, a judge: heads.py).
+CAUSAL_LM = "LlamaForCausalLM"
+SEQUENCE_CLASSIFICATION = "LlamaForSequenceClassification"
+ARCHITECTURES = (CAUSAL_LM, SEQUENCE_CLASSIFICATION)
+
 
 @dataclass
 class ModelConfig:
@@ -30,8 +36,17 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
+    architecture: str = CAUSAL_LM  # config.json's `architectures`, one of ARCHITECTURES
+    num_labels: int = 1  # outputs of the score head (SEQUENCE_CLASSIFICATION only)
 
     def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture {self.architecture!r} unsupported; choose from "
+                f"{', '.join(ARCHITECTURES)}"
+            )
+        if self.num_labels < 1:
+            raise ValueError(f"num_labels must be at least 1, got {self.num_labels}")
         if self.head_dim is None:
             if self.hidden_size % self.num_attention_heads:
                 raise ValueError(
@@ -51,8 +66,17 @@ class ModelConfig:
 
     def to_hf_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        del d["architecture"], d["num_labels"]
+        if self.architecture == SEQUENCE_CLASSIFICATION:
+            # transformers counts the labels of `id2label` (and reads `num_labels` without it).
+            labels = {str(i): f"LABEL_{i}" for i in range(self.num_labels)}
+            d.update(
+                num_labels=self.num_labels,
+                id2label=labels,
+                label2id={name: int(i) for i, name in labels.items()},
+            )
         d.update(
-            architectures=["LlamaForCausalLM"],
+            architectures=[self.architecture],
             model_type="llama",
             hidden_act="silu",
             attention_bias=False,
@@ -68,6 +92,12 @@ class ModelConfig:
         model_type = d.get("model_type", "llama")
         if model_type != "llama":
             raise ValueError(f"{source}: model_type {model_type!r} is not a Llama architecture")
+        architectures = d.get("architectures") or [CAUSAL_LM]
+        if len(architectures) != 1 or architectures[0] not in ARCHITECTURES:
+            raise ValueError(
+                f"{source}: architectures {architectures} unsupported; Charter reads "
+                f"{' or '.join(ARCHITECTURES)}"
+            )
         if d.get("hidden_act", "silu") != "silu":
             raise ValueError(f"{source}: hidden_act {d['hidden_act']!r} unsupported (only silu)")
         for flag in ("attention_bias", "mlp_bias"):
@@ -83,8 +113,11 @@ class ModelConfig:
         if rope_type not in (None, "default"):
             raise ValueError(f"{source}: rope scaling {rope_type!r} is not supported")
         theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} - {"architecture", "num_labels"}
         kwargs = {k: v for k, v in d.items() if k in names}
+        kwargs["architecture"] = architectures[0]
+        if architectures[0] == SEQUENCE_CLASSIFICATION:
+            kwargs["num_labels"] = _num_labels(d, source)
         kwargs["rope_theta"] = float(theta)
         kwargs.setdefault("num_key_value_heads", d.get("num_attention_heads"))
         kwargs.setdefault("tie_word_embeddings", False)  # LlamaConfig's default, not ours
@@ -110,6 +143,19 @@ class ModelConfig:
         return (
             [self.eos_token_id] if isinstance(self.eos_token_id, int) else list(self.eos_token_id)
         )
+
+
+def _num_labels(d: dict[str, Any], source: str) -> int:
+    """A classifier's label count as transformers reads it: `id2label`'s length, else
+    `num_labels`, else 2 (PretrainedConfig's default)."""
+    stated = d.get("num_labels")
+    if d.get("id2label") is None:
+        return 2 if stated is None else stated
+    if stated is not None and stated != len(d["id2label"]):
+        raise ValueError(
+            f"{source}: num_labels {stated} disagrees with id2label's {len(d['id2label'])} labels"
+        )
+    return len(d["id2label"])
 
 
 # ---- Presets ----

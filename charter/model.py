@@ -157,8 +157,10 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         gqa = self.n_kv_heads != self.n_heads
-        if cache is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        if cache is None:  # causal, or (padded batches) the mask `hidden_states` made
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa
+            )
         else:
             # Write this chunk at each row's own positions (by row id: see `hidden_states`), then
             # attend over the cached prefix (read through the view `rows`).
@@ -229,19 +231,35 @@ class Transformer(nn.Module):
         rows: slice | None = None,
         input_lengths: Tensor | None = None,
         attend_len: int | None = None,
+        attention_mask: Tensor | None = None,
     ) -> Tensor:
         """Final-norm hidden states (B, T, d) for `input_ids` (B, T).
 
-        Without a cache the sequence starts at position 0 and attention is causal. With a cache,
+        Without a cache the sequence starts at position 0 and attention is causal. An
+        `attention_mask` (B, T) of 1 for real tokens and 0 for padding (left, right or both; no
+        cache) hides the padding from the real tokens and numbers them from 0, so a padded row's
+        real tokens get the hidden states they would get alone. With a cache,
         row b of the batch is cache row `rows.start + b`: its tokens continue at position
         `cache.lengths` and, afterwards, the row's length grows by `input_lengths[b]` (default T;
         fewer for right-padded prompts, whose padding is written but never attended to: it lies
         beyond the row's length and is overwritten by the next real token).
         """
         B, T = input_ids.shape
-        if cache is None:
+        if cache is None and attention_mask is None:
             positions = torch.arange(T, device=input_ids.device).expand(B, T)
             cache_args = {}
+        elif cache is None:
+            real = attention_mask.bool()  # (B, T)
+            positions = (real.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+            # Query i sees real keys j ≤ i, and itself: a padding query that saw no key would
+            # rely on the kernel's handling of fully masked rows (zeros here on the CPU, NaN in
+            # some kernels and versions), and NaN reaches real tokens even at zero weight.
+            causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
+            itself = torch.eye(T, dtype=torch.bool, device=input_ids.device)
+            mask = causal & (real[:, None, :] | itself)  # (B, T, T)
+            cache_args = dict(mask=mask[:, None])
+        elif attention_mask is not None:
+            raise ValueError("attention_mask is for uncached passes; a cache tracks row lengths")
         else:
             rows = rows if rows is not None else slice(0, B)
             # Every write into the cache indexes its tensors by row id, not through a view of
