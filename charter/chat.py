@@ -319,14 +319,15 @@ def conversation_to_dict(conversation: Conversation) -> dict[str, Any]:
     if conversation.system is not None:
         data["system"] = conversation.system
     data["messages"] = [
-        {"role": m.role, "content": _content_to_json(m.content)} for m in conversation.messages
+        {"role": m.role, "content": content_to_json(m.content)} for m in conversation.messages
     ]
     if conversation.tools:
         data["tools"] = [dataclasses.asdict(tool) for tool in conversation.tools]
     return data
 
 
-def _content_to_json(content: list[Block]) -> str | list[dict[str, Any]]:
+def content_to_json(content: list[Block]) -> str | list[dict[str, Any]]:
+    """A message's content as the Messages API writes it: a string for one text block."""
     if len(content) == 1 and isinstance(content[0], TextBlock) and content[0].text:
         return content[0].text  # the common case, written as Anthropic's shorthand
     return [_block_to_json(block) for block in content]

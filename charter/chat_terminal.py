@@ -1,6 +1,6 @@
-"""`charter chat --model DIR`: a multi-turn conversation with a checkpoint in the terminal.
+"""`charter chat --model SPEC`: a multi-turn conversation with a model in the terminal.
 
-Replies stream to stdout as the engine releases text; the prompt marker and notices go to
+Replies stream to stdout as the Generator releases text; the prompt marker and notices go to
 stderr, so `charter chat … > transcript.txt` keeps only the model's words. Lines starting with
 `/` are commands (`/help` lists them). Ctrl-D or Ctrl-C at the prompt ends the chat with status
 0; Ctrl-C during a reply stops that reply, keeps what was shown, and returns to the prompt.
@@ -9,13 +9,24 @@ stderr, so `charter chat … > transcript.txt` keeps only the model's words. Lin
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from charter.infer.engine import CONTEXT_WINDOW, MAX_TOKENS, Engine, GenerationRequest
+from charter import chat
+from charter.chat_parser import BlockDelta
+from charter.infer.backends import add_engine_arguments, engine_options
+from charter.infer.generator import (
+    CONTEXT_WINDOW,
+    MAX_TOKENS,
+    Generator,
+    InvalidRequest,
+    Turn,
+    TurnOptions,
+    TurnRequest,
+)
 from charter.infer.sampling import SamplingParams
-from charter.tokenizer import Tokenizer
 
 PROMPT = "> "
 HELP = """commands:
@@ -26,66 +37,60 @@ HELP = """commands:
   /quit          leave (as do Ctrl-D and Ctrl-C at the prompt)"""
 
 
-def render_prompt(tokenizer: Tokenizer, system: str | None, history: list[dict]) -> list[int]:
-    """Token ids of the conversation so far, ending in an open assistant turn.
-
-    The one place the chat is rendered. It uses the checkpoint's own chat template rather than
-    `charter.chat.render_prompt`: for Charter's models the two give the same text (chat.py's
-    template is written to match its renderer), and an imported model gets the format it was
-    trained on (SmolLM2's template adds its default system prompt and no think blocks).
-    """
-    messages = ([{"role": "system", "content": system}] if system else []) + history
-    return tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
-
-
 @dataclass
 class ChatSession:
-    """The conversation state and the engine that continues it."""
+    """The conversation state and the Generator that continues it."""
 
-    engine: Engine
+    generator: Generator
     system: str | None = None
     temperature: float = 0.8
     max_new_tokens: int = 512
-    history: list[dict] = field(default_factory=list)
+    history: list[chat.Message] = field(default_factory=list)
 
-    def prompt_ids(self) -> list[int]:
-        return render_prompt(self.engine.tokenizer, self.system, self.history)
+    def request(self) -> TurnRequest:
+        """The next turn's request: the whole history, in the model's own chat format."""
+        options = TurnOptions(max_tokens=self.max_new_tokens, temperature=self.temperature)
+        return TurnRequest(chat.Conversation(list(self.history), self.system), options)
 
     def reply(self, user_text: str, out: TextIO, err: TextIO) -> None:
         """Stream the assistant's answer to `user_text` to `out`, and add both turns."""
-        self.history.append({"role": "user", "content": user_text})
-        params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature)
+        self.history.append(chat.Message("user", [chat.TextBlock(user_text)]))
         shown: list[str] = []
-
-        def show(text: str) -> None:
-            out.write(text)
-            out.flush()
-            shown.append(text)
-
-        request = GenerationRequest([], params, on_text=show)
         try:
-            request.prompt_ids = self.prompt_ids()
-            for _ in self.engine.run([request]):
-                pass
-        except ValueError as e:  # the conversation no longer fits the context window
+            turn = asyncio.run(self._stream(out, shown))
+        except InvalidRequest as e:  # the conversation no longer fits the context window
             self.history.pop()
-            _notice(err, f"error: {e}; /reset starts a new conversation")
+            _notice(err, f"error: {e.message}; /reset starts a new conversation")
             return
         except KeyboardInterrupt:
-            request.cancelled = True
-            self.engine.step()  # frees the request's cache row
             out.write("\n")
             _notice(err, "[reply stopped]")
-            self.history.append({"role": "assistant", "content": "".join(shown)})
+            self.history.append(chat.Message("assistant", _text_blocks("".join(shown))))
             return
         out.write("\n")
         out.flush()
-        completion = request.completion
-        self.history.append({"role": "assistant", "content": completion.text})
-        if completion.stop_reason == MAX_TOKENS:
+        self.history.append(chat.Message("assistant", turn.content))
+        if turn.stop_reason == MAX_TOKENS:
             _notice(err, f"[reply cut at {self.max_new_tokens} tokens (--max-new-tokens)]")
-        elif completion.stop_reason == CONTEXT_WINDOW:
+        elif turn.stop_reason == CONTEXT_WINDOW:
             _notice(err, "[context window full; /reset starts a new conversation]")
+
+    async def _stream(self, out: TextIO, shown: list[str]) -> Turn:
+        stream = await self.generator.open(self.request())
+        try:
+            async for event in stream.events():
+                if isinstance(event, BlockDelta) and event.kind == "text":
+                    out.write(event.text)
+                    out.flush()
+                    shown.append(event.text)
+        except BaseException:  # Ctrl-C (or a failure) mid-reply: free the model's row
+            stream.cancel()
+            raise
+        return stream.turn
+
+
+def _text_blocks(text: str) -> list[chat.Block]:
+    return [chat.TextBlock(text)] if text else []
 
 
 def _notice(err: TextIO, message: str) -> None:
@@ -153,34 +158,37 @@ def chat_loop(session: ChatSession, stdin: TextIO, stdout: TextIO, stderr: TextI
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    from charter.checkpoint import load_tokenizer
-    from charter.infer.backends import load_engine
+    from charter.infer.spec import load_generator
 
     try:
-        tokenizer = load_tokenizer(args.model)
-        if not tokenizer.chat_template:
-            raise SystemExit(
-                f"{args.model} has no chat template; use `charter generate --raw` for plain text"
+        temperature = SamplingParams(temperature=args.temperature).temperature
+        max_new_tokens = SamplingParams(max_new_tokens=args.max_new_tokens).max_new_tokens
+        try:
+            generator = load_generator(
+                args.model, backend=args.backend, max_batch_size=1, **engine_options(args)
             )
-        session = ChatSession(
-            load_engine(args.model, args.backend, max_batch_size=1),
-            system=args.system,
-            temperature=SamplingParams(temperature=args.temperature).temperature,
-            max_new_tokens=SamplingParams(max_new_tokens=args.max_new_tokens).max_new_tokens,
-        )
-        print(f"chatting with {args.model}; /help lists commands", file=sys.stderr)
-        chat_loop(session, sys.stdin, sys.stdout, sys.stderr)
+        except ValueError as e:
+            if "no chat template" in str(e):
+                raise SystemExit(
+                    f"{args.model} has no chat template; use `charter generate --raw` for plain "
+                    "text"
+                ) from e
+            raise
+        with generator:
+            session = ChatSession(generator, args.system, temperature, max_new_tokens)
+            print(f"chatting with {args.model}; /help lists commands", file=sys.stderr)
+            chat_loop(session, sys.stdin, sys.stdout, sys.stderr)
     except KeyboardInterrupt:  # while loading
         print(file=sys.stderr)
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
-    from charter.infer.backends import add_backend_argument
-
-    chat = verbs.add_parser("chat", help="chat with a model in the terminal")
-    chat.add_argument("--model", required=True, help="a checkpoint directory with a chat template")
-    chat.add_argument("--system", help="system prompt")
-    chat.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    chat.add_argument("--max-new-tokens", type=int, default=512)
-    add_backend_argument(chat)
-    chat.set_defaults(func=cmd_chat)
+    chat_parser = verbs.add_parser("chat", help="chat with a model in the terminal")
+    chat_parser.add_argument(
+        "--model", required=True, help="a chat model: a checkpoint directory or model spec"
+    )
+    chat_parser.add_argument("--system", help="system prompt")
+    chat_parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    chat_parser.add_argument("--max-new-tokens", type=int, default=512)
+    add_engine_arguments(chat_parser)
+    chat_parser.set_defaults(func=cmd_chat)

@@ -7,6 +7,7 @@ only the completion.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import json
 import sys
@@ -49,11 +50,24 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-
     from charter.checkpoint import load_tokenizer
-    from charter.infer.backends import load_engine
+    from charter.infer.backends import engine_options, load_engine
     from charter.infer.sampling import SamplingParams
+    from charter.infer.spec import load_generator, parse_model_spec
 
+    spec = parse_model_spec(args.model, default_backend=args.backend)
+    raw = args.raw or (spec.is_local and not load_tokenizer(spec.target).chat_template)
+    if not raw:
+        with load_generator(spec, max_batch_size=1, **engine_options(args)) as generator:
+            asyncio.run(_stream_turn(generator, args))
+        sys.stdout.write("\n")
+        return
+    # A plain-text completion (--raw, or a base model without a chat template): the engine.
+    if args.system:
+        raise SystemExit("--system needs a chat template (the directory has none, or --raw)")
+    if not spec.is_local:
+        raise SystemExit("--raw needs a local model: a remote endpoint answers chat turns")
+    engine = load_engine(spec.target, spec.kind, max_batch_size=1, **engine_options(args))
     params = SamplingParams(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -62,20 +76,32 @@ def cmd_generate(args: argparse.Namespace) -> None:
         stop=args.stop or [],
         seed=args.seed,
     )
-    tokenizer = load_tokenizer(args.model)
-    if tokenizer.chat_template and not args.raw:
-        messages = [{"role": "system", "content": args.system}] if args.system else []
-        messages.append({"role": "user", "content": args.prompt})
-        prompt_ids = tokenizer.encode(tokenizer.apply_chat_template(messages))
-    else:
-        if args.system:
-            raise SystemExit("--system needs a chat template (the directory has none, or --raw)")
-        prompt_ids = tokenizer.encode(args.prompt)
-    engine = load_engine(args.model, args.backend, max_batch_size=1)
-    for piece in engine.stream(prompt_ids, params):
+    for piece in engine.stream(engine.tokenizer.encode(args.prompt), params):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+
+
+async def _stream_turn(generator, args: argparse.Namespace) -> None:
+    """Print one assistant turn's text as it arrives."""
+    from charter.chat_parser import BlockDelta
+    from charter.infer.generator import user_turn
+
+    request = user_turn(
+        args.prompt,
+        args.system,
+        max_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        stop_sequences=args.stop or [],
+        seed=args.seed,
+    )
+    stream = await generator.open(request)
+    async for event in stream.events():
+        if isinstance(event, BlockDelta) and event.kind == "text":
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
 
 
 # ---- charter info ----
@@ -162,7 +188,7 @@ def verb_group(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from charter.infer.backends import add_backend_argument
+    from charter.infer.backends import add_engine_arguments
 
     parser = argparse.ArgumentParser(prog="charter", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -182,17 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_tokenizer_train)
 
     generate = verbs.add_parser("generate", help="complete one prompt (prints only the completion)")
-    generate.add_argument("--model", required=True, help="a Llama-architecture HF directory")
+    generate.add_argument(
+        "--model", required=True, help="a checkpoint directory or model spec (README: model specs)"
+    )
     generate.add_argument("--prompt", required=True)
     generate.add_argument("--system", help="system prompt (chat models)")
-    generate.add_argument("--raw", action="store_true", help="send the prompt as plain text")
+    generate.add_argument(
+        "--raw", action="store_true", help="complete the prompt as plain text (no chat turn)"
+    )
     generate.add_argument("--max-new-tokens", type=int, default=256)
     generate.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     generate.add_argument("--top-k", type=int, default=0, help="0 = off")
     generate.add_argument("--top-p", type=float, default=1.0)
     generate.add_argument("--stop", nargs="*", help="stop strings (excluded from the output)")
     generate.add_argument("--seed", type=int)
-    add_backend_argument(generate)
+    add_engine_arguments(generate)
     generate.set_defaults(func=cmd_generate)
 
     info = verbs.add_parser("info", help="describe a model directory")

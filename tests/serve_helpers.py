@@ -21,6 +21,7 @@ import httpx
 import torch
 import uvicorn
 
+from charter.infer.driver import Job
 from charter.infer.engine import GenerationRequest
 from charter.infer.thinking import force_token
 from charter.model import Transformer
@@ -72,15 +73,16 @@ class Script:
     def __init__(self, monkeypatch, served: ServedModel) -> None:
         self.processor: ScriptedOutput | None = None
         self.requests: list[GenerationRequest] = []
-        submit = served.worker.submit
+        worker = served.generator.worker
+        submit = worker.submit
 
-        def scripted_submit(request: GenerationRequest):
+        def scripted_submit(job: Job):
             if self.processor is not None:
-                request.logits_processors.insert(0, self.processor)
-            self.requests.append(request)
-            return submit(request)
+                job.request.logits_processors.insert(0, self.processor)
+            self.requests.append(job.request)
+            return submit(job)
 
-        monkeypatch.setattr(served.worker, "submit", scripted_submit)
+        monkeypatch.setattr(worker, "submit", scripted_submit)
 
     def reply(self, ids: list[int], delay: float = 0.0) -> None:
         self.processor = ScriptedOutput(ids, delay)

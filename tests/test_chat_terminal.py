@@ -13,12 +13,16 @@ import time
 import pytest
 import torch
 
-from charter.chat_terminal import PROMPT, ChatSession, chat_loop, render_prompt
+from charter.chat import Conversation, Message, conversation_to_dict
+from charter.chat_terminal import PROMPT, ChatSession, chat_loop
 from charter.checkpoint import load_checkpoint, save_checkpoint
 from charter.infer.engine import Engine
+from charter.infer.generator import Turn, user_turn
+from charter.infer.local import LocalGenerator
 from charter.infer.sampling import SamplingParams
 from charter.model import Transformer
 from tests.helpers import micro
+from tests.serve_helpers import ScriptedOutput, reply_ids, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -28,23 +32,34 @@ def checkpoint(tmp_path_factory, tokenizer):
 
 
 @pytest.fixture
-def session(checkpoint, tokenizer) -> ChatSession:
+def session(checkpoint, tokenizer):
     engine = Engine(load_checkpoint(checkpoint), tokenizer, max_batch_size=1)
-    return ChatSession(engine, temperature=0, max_new_tokens=6)
+    with LocalGenerator(engine, "micro") as generator:
+        yield ChatSession(generator, temperature=0, max_new_tokens=6)
+
+
+@pytest.fixture
+def engine(session) -> Engine:
+    return session.generator.engine
 
 
 @pytest.fixture
 def requests(session, monkeypatch) -> list:
     """Every generation request the session sends to its engine, in order."""
     sent = []
-    run = session.engine.run
+    worker = session.generator.worker
+    submit = worker.submit
 
-    def recording_run(batch):
-        sent.extend(batch)
-        return run(batch)
+    def recording_submit(job):
+        sent.append(job.request)
+        return submit(job)
 
-    monkeypatch.setattr(session.engine, "run", recording_run)
+    monkeypatch.setattr(worker, "submit", recording_submit)
     return sent
+
+
+def as_dicts(history: list[Message]) -> list[dict]:
+    return conversation_to_dict(Conversation(history))["messages"]
 
 
 def chat(session: ChatSession, lines: str) -> tuple[str, str]:
@@ -57,25 +72,46 @@ def expected_prompt(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
 
-def test_every_turn_sees_the_whole_history(session, requests, tokenizer):
+@pytest.fixture
+def script(session, tokenizer, monkeypatch):
+    """`script(reply, …)`: the next turns' replies, forced token by token (so they hold text:
+    the micro model's own greedy output is whitespace, which a turn does not show)."""
+    replies: list[str] = []
+    worker = session.generator.worker
+    submit = worker.submit
+
+    def scripted_submit(job):
+        ids = reply_ids(tokenizer, replies.pop(0))
+        job.request.logits_processors.insert(0, ScriptedOutput(ids))
+        return submit(job)
+
+    monkeypatch.setattr(worker, "submit", scripted_submit)
+    return lambda *texts: replies.extend(texts)
+
+
+def test_every_turn_sees_the_whole_history(session, requests, tokenizer, script):
+    script("Hi!", "Fine.")
     out, err = chat(session, "hello there\nand what next?\n")
-    first, second = (r.completion.text for r in requests)
-    assert first and second
-    assert out == f"{first}\n{second}\n"  # only the replies, streamed, on stdout
+    assert out == "Hi!\nFine.\n"  # only the replies, streamed, on stdout
     assert err.count(PROMPT) == 3  # asked for a line three times: two turns, then end of input
     history = [
         {"role": "user", "content": "hello there"},
-        {"role": "assistant", "content": first},
+        {"role": "assistant", "content": "Hi!"},
         {"role": "user", "content": "and what next?"},
-        {"role": "assistant", "content": second},
+        {"role": "assistant", "content": "Fine."},
     ]
-    assert session.history == history
+    assert as_dicts(session.history) == history
+    # Charter's renderer gives the ids of the checkpoint's template (Hugging Face's view).
     assert requests[0].prompt_ids == expected_prompt(tokenizer, history[:1])
     assert requests[1].prompt_ids == expected_prompt(tokenizer, history[:3])
-    # The reply is the engine's own greedy completion of that prompt.
-    fresh = Engine(session.engine.model, tokenizer, max_batch_size=1)
+
+
+def test_a_reply_is_the_engines_greedy_completion(session, requests, tokenizer):
+    chat(session, "hello there\n")
+    fresh = Engine(session.generator.engine.model, tokenizer, max_batch_size=1)
     params = SamplingParams(max_new_tokens=6, temperature=0)
-    assert fresh.generate([requests[1].prompt_ids], params)[0].text == second
+    completion = fresh.generate([requests[0].prompt_ids], params)[0]
+    assert requests[0].completion.token_ids == completion.token_ids != []
 
 
 def test_reset_forgets_the_conversation(session, requests, tokenizer):
@@ -84,7 +120,7 @@ def test_reset_forgets_the_conversation(session, requests, tokenizer):
     assert requests[1].prompt_ids == expected_prompt(
         tokenizer, [{"role": "user", "content": "second question"}]
     )
-    assert [m["role"] for m in session.history] == ["user", "assistant"]
+    assert [m.role for m in session.history] == ["user", "assistant"]
 
 
 def test_system_prompt_is_set_shown_and_kept_across_reset(session, requests, tokenizer):
@@ -95,7 +131,6 @@ def test_system_prompt_is_set_shown_and_kept_across_reset(session, requests, tok
         tokenizer,
         [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}],
     )
-    assert render_prompt(tokenizer, "Be terse.", session.history[:1]) == requests[0].prompt_ids
 
 
 def test_temp_sets_the_sampling_temperature_and_rejects_bad_values(session, requests):
@@ -118,15 +153,15 @@ def test_quit_ends_the_chat_before_later_lines(session, requests):
     assert requests == []
 
 
-def test_a_long_reply_says_it_was_cut(session):
+def test_a_long_reply_says_it_was_cut(session, engine):
     session.max_new_tokens = 2
-    session.engine.eos_token_ids = set()  # so the reply cannot end on its own first
+    engine.eos_token_ids = set()  # so the reply cannot end on its own first
     out, err = chat(session, "tell me everything\n")
     assert "[reply cut at 2 tokens (--max-new-tokens)]" in err
-    assert session.history[1]["content"] == out.removesuffix("\n")
+    assert Turn(session.history[1].content, "max_tokens").text == out.removesuffix("\n")
 
 
-def test_ctrl_c_during_a_reply_stops_it_and_the_chat_goes_on(session, requests):
+def test_ctrl_c_during_a_reply_stops_it_and_the_chat_goes_on(session, engine, requests, script):
     class InterruptedTerminal(io.StringIO):
         """A terminal where Ctrl-C arrives as the first piece of the first reply is shown."""
 
@@ -140,18 +175,19 @@ def test_ctrl_c_during_a_reply_stops_it_and_the_chat_goes_on(session, requests):
                 raise KeyboardInterrupt
             return super().write(text)
 
-    session.engine.eos_token_ids = set()
+    script("Hello", "Fine.")
     stdout, stderr = InterruptedTerminal(), io.StringIO()
     chat_loop(session, io.StringIO("first\nsecond\n"), stdout, stderr)
     assert stderr.getvalue().count("[reply stopped]") == 1
-    assert session.engine.rows == []  # the stopped request gave its cache row back
+    wait_for(lambda: not engine.active_requests)  # the stopped request gave its row back
     assert requests[0].cancelled and not requests[1].cancelled
-    assert session.history[1] == {"role": "assistant", "content": ""}  # nothing was shown
-    assert session.history[3]["content"] == requests[1].completion.text != ""
+    history = as_dicts(session.history)
+    assert history[1] == {"role": "assistant", "content": []}  # nothing was shown
+    assert history[3]["content"] == "Fine."
 
 
-def test_a_conversation_too_long_for_the_context_is_refused(session, tokenizer):
-    session.engine.max_len = 40
+def test_a_conversation_too_long_for_the_context_is_refused(session, engine):
+    engine.max_len = 40
     out, err = chat(session, "word " * 60 + "\n")
     assert "error: prompt is" in err and "/reset starts a new conversation" in err
     assert out == "" and session.history == []
@@ -176,11 +212,9 @@ def test_end_of_input_exits_with_status_0_and_stdout_holds_only_replies(checkpoi
     )
     assert result.returncode == 0, result.stderr
     engine = Engine(load_checkpoint(checkpoint), tokenizer, max_batch_size=1)
-    messages = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"}]
-    reply = engine.generate(
-        [expected_prompt(tokenizer, messages)], SamplingParams(max_new_tokens=5, temperature=0)
-    )[0]
-    assert result.stdout == reply.text + "\n"
+    with LocalGenerator(engine, "micro") as generator:
+        turn = generator.generate([user_turn("hi", "Be kind.", max_tokens=5, temperature=0)])[0]
+    assert result.stdout == turn.text + "\n"
     assert "/help lists commands" in result.stderr
 
 

@@ -16,7 +16,7 @@ import torch
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.model import Transformer
-from charter.serve.registry import parse_model_spec
+from charter.serve.registry import split_name
 from tests.helpers import micro
 from tests.serve_helpers import free_port, wait_for
 
@@ -29,11 +29,14 @@ def checkpoint(tmp_path_factory, tokenizer) -> Path:
     )
 
 
-def test_model_specs_name_a_model_by_its_directory_or_explicitly():
-    assert parse_model_spec("runs/sft/final") == ("final", Path("runs/sft/final"))
-    assert parse_model_spec("chat=runs/sft/final") == ("chat", Path("runs/sft/final"))
+def test_served_models_are_named_by_their_spec_or_explicitly():
+    assert split_name("runs/sft/final") == (None, "runs/sft/final")
+    assert split_name("chat=runs/sft/final") == ("chat", "runs/sft/final")
+    assert split_name("chat=torch:runs/a,format=charter") == ("chat", "torch:runs/a,format=charter")
+    assert split_name("runs/a,format=charter") == (None, "runs/a,format=charter")
+    assert split_name("anthropic:m@http://h:1") == (None, "anthropic:m@http://h:1")
     with pytest.raises(ValueError, match="the model name is empty"):
-        parse_model_spec("=runs/x")
+        split_name("=runs/x")
 
 
 def test_serving_beyond_loopback_needs_a_key(checkpoint, monkeypatch):

@@ -5,14 +5,16 @@ the model answered general questions in the terse "term: gloss." shape of the de
 (docs/sft.md). Mixing in replies the model wrote itself, before fine-tuning, to other questions
 keeps its own voice on general questions, and what it knows with it.
 
-    charter data distill --model runs/smollm2 --own-template \
+    charter data distill --model runs/smollm2 \
         --prompts cache/sft/chatterbot.jsonl --exclude benign-qa.jsonl --out distilled.jsonl
 
 Each prompt is a record's conversation up to its last user question (`SFTRecord.prompt`); the
-record's own reply is replaced by the model's (greedy unless a temperature is given). Prompts
+record's own reply is replaced by the model's, asked through a `Generator` (so an imported model
+answers in its own chat template; greedy unless a temperature is given). Prompts
 whose question repeats an earlier one, or one in the excluded (evaluation) files, are left out;
-so are replies that hit the token limit (a cut-off reply would teach stopping mid-sentence) and
-empty ones. Every left-out prompt is counted in the returned report.
+so are replies that hit the token limit (a cut-off reply would teach stopping mid-sentence),
+empty ones, and prompts the model cannot take (longer than its context). Every left-out prompt
+is counted in the returned report.
 """
 
 from __future__ import annotations
@@ -23,9 +25,7 @@ from collections.abc import Iterable, Sequence
 
 from charter.chat import Conversation, Message, TextBlock
 from charter.data.sft import SFTRecord
-from charter.eval.sft_tasks import charter_renderer, template_renderer
-from charter.infer.engine import END_TURN, Engine
-from charter.infer.sampling import SamplingParams
+from charter.infer.generator import END_TURN, Generator, InvalidRequest, TurnOptions, TurnRequest
 
 
 def question_key(record: SFTRecord) -> str:
@@ -38,16 +38,15 @@ def question_key(record: SFTRecord) -> str:
 
 def distill(
     records: Iterable[SFTRecord],
-    engine: Engine,
-    params: SamplingParams,
+    generator: Generator,
+    options: TurnOptions,
     *,
-    own_template: bool = False,
     exclude: Sequence[SFTRecord] = (),
     source: str = "distilled",
 ) -> tuple[list[SFTRecord], Counter]:
     """The model's replies to the prompts of `records` as new records (`source` + ":" + the
     prompt's source), and the count of prompts per outcome: "kept", "duplicate", "excluded",
-    "max_tokens", "empty"."""
+    "max_tokens" (or another stop reason than end_turn), "empty", "too_long"."""
     excluded = {question_key(r) for r in exclude}
     outcomes: Counter = Counter()
     chosen: dict[str, SFTRecord] = {}
@@ -59,14 +58,18 @@ def distill(
             outcomes["duplicate"] += 1
         else:
             chosen[key] = record
-    render = (template_renderer if own_template else charter_renderer)(engine.tokenizer)
     prompts = [r.prompt() for r in chosen.values()]
-    completions = engine.generate([render(p, False) for p in prompts], params, progress="distil")
+    turns = generator.generate(
+        [TurnRequest(p, options) for p in prompts], progress="distil", errors="return"
+    )
     distilled = []
-    for record, prompt, completion in zip(chosen.values(), prompts, completions, strict=True):
-        reply = completion.text.strip()
-        if completion.stop_reason != END_TURN:
-            outcomes[completion.stop_reason] += 1
+    for record, prompt, turn in zip(chosen.values(), prompts, turns, strict=True):
+        if isinstance(turn, InvalidRequest):
+            outcomes["too_long"] += 1
+            continue
+        reply = turn.text.strip()
+        if turn.stop_reason != END_TURN:
+            outcomes[turn.stop_reason] += 1
         elif not reply:
             outcomes["empty"] += 1
         else:

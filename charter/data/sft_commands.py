@@ -72,18 +72,24 @@ def cmd_fetch_chat(args: argparse.Namespace) -> None:
 def cmd_distill(args: argparse.Namespace) -> None:
     from charter.data.distill import distill
     from charter.data.sft import read_sft, write_sft
-    from charter.infer.backends import load_engine
-    from charter.infer.sampling import SamplingParams
+    from charter.infer.backends import engine_options
+    from charter.infer.generator import TurnOptions
+    from charter.infer.spec import load_generator
 
     records = list(read_sft(args.prompts))[: args.limit]
     exclude = list(read_sft(args.exclude)) if args.exclude else []
-    engine = load_engine(args.model, args.backend, max_batch_size=args.batch_size, max_len=2048)
-    params = SamplingParams(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed
+    generator = load_generator(
+        args.model,
+        max_batch_size=args.batch_size,
+        max_len=2048,
+        backend=args.backend,
+        **engine_options(args),
     )
-    distilled, outcomes = distill(
-        records, engine, params, own_template=args.own_template, exclude=exclude
+    options = TurnOptions(
+        max_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed
     )
+    with generator:
+        distilled, outcomes = distill(records, generator, options, exclude=exclude)
     write_sft(distilled, args.out)
     print(f"{len(records)} prompts: {_summary(outcomes)}; {len(distilled)} replies -> {args.out}")
 
@@ -116,7 +122,7 @@ def cmd_sft_check(args: argparse.Namespace) -> None:
 def register(verbs: argparse._SubParsersAction) -> None:
     from charter.data.conversation_sources import RECIPES
     from charter.data.synthetic import SPLITS, TASKS
-    from charter.infer.backends import add_backend_argument
+    from charter.infer.backends import add_engine_arguments
 
     data = verb_group(verbs, "data", help="obtain corpora and prepare token shards")
 
@@ -163,7 +169,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "distill",
         help="a model's own replies to prompts, as SFT JSONL (keeps its voice in a fine-tune)",
     )
-    distil.add_argument("--model", required=True, type=Path)
+    distil.add_argument("--model", required=True, help="a model spec (README: model specs)")
     distil.add_argument(
         "--prompts", required=True, nargs="+", type=Path, help="SFT JSONL: each record's prompt"
     )
@@ -171,17 +177,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     distil.add_argument(
         "--exclude", nargs="+", type=Path, help="SFT JSONL whose questions must not be used (eval)"
     )
-    distil.add_argument(
-        "--own-template",
-        action="store_true",
-        help="prompt in the model's own chat template (a model not trained on Charter's format)",
-    )
     distil.add_argument("--max-new-tokens", type=int, default=256)
     distil.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
     distil.add_argument("--seed", type=int, default=0)
     distil.add_argument("--batch-size", type=int, default=8)
     distil.add_argument("--limit", type=int, help="use only the first N records")
-    add_backend_argument(distil)
+    add_engine_arguments(distil)
     distil.set_defaults(func=cmd_distill)
 
     check = data.add_parser("sft-check", help="validate SFT JSONL files and count their tokens")

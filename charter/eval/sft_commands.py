@@ -11,27 +11,29 @@ from charter.cli import log, verb_group
 
 def cmd_eval_sft(args: argparse.Namespace) -> None:
     from charter.data.sft import read_sft
-    from charter.eval.sft_tasks import evaluate_engine
+    from charter.eval.sft_tasks import evaluate
     from charter.files import write_json
-    from charter.infer.backends import load_engine
+    from charter.infer.backends import engine_options
+    from charter.infer.spec import load_generator
 
     records = list(read_sft(args.data))[: args.limit]
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.thinking]
-    if args.own_template and args.thinking != "off":
-        raise SystemExit("charter eval sft: error: --own-template goes with --thinking off")
     log(f"evaluating {args.model} on {len(records)} held-out prompts × {len(modes)} mode(s)")
-    engine = load_engine(args.model, args.backend, max_batch_size=args.batch_size, max_len=2048)
-    report, attempts = evaluate_engine(
-        engine,
-        records,
-        max_new_tokens=args.max_new_tokens,
-        thinking_modes=modes,
-        own_template=args.own_template,
+    generator = load_generator(
+        args.model,
+        max_batch_size=args.batch_size,
+        max_len=2048,
+        backend=args.backend,
+        **engine_options(args),
     )
+    with generator:
+        report, attempts = evaluate(
+            records, generator, max_new_tokens=args.max_new_tokens, thinking_modes=modes
+        )
     report = {
         "model": str(args.model),
         "data": [str(p) for p in args.data],
-        "backend": type(engine).__name__,
+        "generator": generator.describe(),
         **report,
     }
     if args.out:
@@ -45,11 +47,11 @@ def cmd_eval_sft(args: argparse.Namespace) -> None:
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
-    from charter.infer.backends import add_backend_argument
+    from charter.infer.backends import add_engine_arguments
 
     evaluate = verb_group(verbs, "eval", help="evaluate models")
     sft = evaluate.add_parser("sft", help="held-out accuracy on the synthetic SFT tasks")
-    sft.add_argument("--model", required=True, type=Path)
+    sft.add_argument("--model", required=True, help="a model spec (README: model specs)")
     sft.add_argument(
         "--data",
         required=True,
@@ -60,14 +62,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     sft.add_argument("--thinking", choices=["off", "on", "both"], default="both")
     sft.add_argument("--max-new-tokens", type=int, default=256)
     sft.add_argument("--batch-size", type=int, default=8)
-    sft.add_argument(
-        "--own-template",
-        action="store_true",
-        help="prompt with the model's own chat template (a model not trained on "
-        "Charter's format, e.g. before fine-tuning)",
-    )
     sft.add_argument("--limit", type=int, help="evaluate only the first N records")
     sft.add_argument("--out", type=Path, help="write the report as JSON here")
     sft.add_argument("--details", type=Path, help="write every attempt as JSONL here")
-    add_backend_argument(sft)
+    add_engine_arguments(sft)
     sft.set_defaults(func=cmd_eval_sft)

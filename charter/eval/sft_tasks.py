@@ -1,21 +1,16 @@
 """Held-out evaluation of a fine-tuned model on the synthetic tasks (`charter.data.synthetic`).
 
 For every held-out record and each thinking mode, the model answers the record's prompt (the
-conversation up to the user's last question), rendered with the same `render_prompt` the server
-uses, and its text is parsed back into blocks with `AssistantParser`. Tool calls are executed
-(the `calculator`) and their results fed back, for a few rounds at most; the final text is then
-checked against the record's answer. Reported, per thinking mode:
+conversation up to the user's last question) through a `Generator`, as the server would: in the
+model's own chat format, greedily, thinking closed by the thinking budget. Tool calls are
+executed (the `calculator`) and their results fed back, for a few rounds at most; the final text
+is then checked against the record's answer. Reported, per thinking mode:
 
 - exact-match accuracy, overall and per task;
 - tool-call validity on the prompts that offer tools: of the calls the model attempted, the share
   that parsed, named an offered tool and whose input satisfies its JSON schema; and how many of
   those prompts got at least one valid call;
 - how many prompts outgrew the context window (scored wrong, and counted so it is visible).
-
-Generation goes through a `Complete` function (token prompts and whether each starts inside a
-think block → completion texts), so the same scoring runs on Charter's `Engine`
-(`engine_completer`, which closes think blocks as the server does) or on scripted completions in
-tests.
 """
 
 from __future__ import annotations
@@ -26,53 +21,17 @@ from typing import Any
 
 import jsonschema
 
-from charter.chat import (
-    Conversation,
-    Message,
-    TextBlock,
-    Tool,
-    ToolResultBlock,
-    ToolUseBlock,
-    render_prompt,
-)
-from charter.chat_parser import AssistantParser
+from charter import chat
+from charter.chat import Message, TextBlock, Tool, ToolResultBlock, ToolUseBlock
+from charter.chat_format import CharterFormat
+from charter.chat_template import TOOL_CALL_OPEN
 from charter.data.sft import SFTRecord
 from charter.data.synthetic import calculate, check
 from charter.infer.engine import Engine
-from charter.infer.sampling import SamplingParams
-from charter.infer.thinking import ThinkingBudget
+from charter.infer.generator import Generator, InvalidRequest, Turn, TurnOptions, TurnRequest
+from charter.infer.local import LocalGenerator
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
-
-# (prompts, thinking per prompt) → completion texts
-Complete = Callable[[list[list[int]], list[bool]], list[str]]
-Render = Callable[[Conversation, bool], list[int]]  # (conversation, thinking) → prompt ids
-
-
-def charter_renderer(tokenizer: Tokenizer) -> Render:
-    """Prompts in Charter's format, exactly as the server renders them (`render_prompt`)."""
-    return lambda conversation, thinking: render_prompt(conversation, tokenizer, thinking=thinking)
-
-
-def template_renderer(tokenizer: Tokenizer) -> Render:
-    """Prompts in the checkpoint's own chat template, for a model not trained on Charter's format
-    (SmolLM2 before fine-tuning): text-only conversations, no thinking."""
-
-    def render(conversation: Conversation, thinking: bool) -> list[int]:
-        if thinking or conversation.tools:
-            raise ValueError("the model's own template is used without thinking or tools")
-        messages = (
-            [{"role": "system", "content": conversation.system}] if conversation.system else []
-        )
-        for message in conversation.messages:
-            if not all(isinstance(b, TextBlock) for b in message.content):
-                raise ValueError("the model's own template is used for text-only conversations")
-            text = "\n\n".join(b.text for b in message.content)
-            messages.append({"role": message.role, "content": text})
-        return tokenizer.encode(tokenizer.apply_chat_template(messages))
-
-    return render
-
 
 # The tools the evaluation can run: name → function of the call's input, returning the result.
 TOOL_FUNCTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -86,13 +45,13 @@ class Attempt:
 
     record: SFTRecord
     thinking: bool
-    conversation: Conversation
+    conversation: chat.Conversation
     response: str = ""
     correct: bool = False
     tool_calls: int = 0  # attempted, well-formed or not
     valid_tool_calls: int = 0
     context_exceeded: bool = False
-    transcript: list[str] = field(default_factory=list)  # the raw completions, round by round
+    transcript: list[Any] = field(default_factory=list)  # each round's turn, as JSON content
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,17 +92,16 @@ def run_tool(call: ToolUseBlock, tools: Sequence[Tool]) -> ToolResultBlock:
 
 def evaluate(
     records: Sequence[SFTRecord],
-    tokenizer: Tokenizer,
-    complete: Complete,
+    generator: Generator,
     *,
-    context_length: int,
+    max_new_tokens: int = 256,
     thinking_modes: Sequence[bool] = (False, True),
     max_tool_rounds: int = 3,
-    render: Render | None = None,
+    progress: bool = True,
 ) -> tuple[dict[str, Any], list[Attempt]]:
-    """The report (see the module docstring) and every attempt, for inspection. Prompts are
-    rendered with Charter's `render_prompt` unless `render` says otherwise."""
-    render = render or charter_renderer(tokenizer)
+    """The report (see the module docstring) and every attempt, for inspection. Answers are
+    greedy; with thinking on, the think block may take the whole completion (the budget closes
+    it before the turn may end)."""
     for record in records:
         if record.task is None or record.answer is None:
             raise ValueError(f"{record.where}: no task and answer to check against")
@@ -154,15 +112,25 @@ def evaluate(
     ]
     pending = attempts
     for round_number in range(max_tool_rounds + 1):
-        prompts = [render(a.conversation, a.thinking) for a in pending]
-        fits = [len(prompt) < context_length for prompt in prompts]
-        for attempt, fit in zip(pending, fits):
-            attempt.context_exceeded = not fit
-        fitting = [(p, a.thinking) for p, a, fit in zip(prompts, pending, fits) if fit]
-        texts = iter(complete([p for p, _ in fitting], [thinking for _, thinking in fitting]))
+        requests = [
+            TurnRequest(
+                a.conversation,
+                TurnOptions(
+                    max_tokens=max_new_tokens,
+                    thinking_budget=max_new_tokens if a.thinking else None,
+                    temperature=0,
+                ),
+            )
+            for a in pending
+        ]
+        turns = generator.generate(requests, "eval" if progress else None, errors="return")
         still_calling = []
-        for attempt, fit in zip(pending, fits):
-            if fit and _take_completion(attempt, next(texts), round_number < max_tool_rounds):
+        for attempt, turn in zip(pending, turns, strict=True):
+            if isinstance(turn, InvalidRequest):
+                if turn.field != "messages":  # not the context: the model cannot take it
+                    raise turn
+                attempt.context_exceeded = True  # the conversation outgrew the context
+            elif _take_turn(attempt, turn, round_number < max_tool_rounds):
                 still_calling.append(attempt)
         pending = still_calling
         if not pending:
@@ -170,22 +138,23 @@ def evaluate(
     return report(attempts, thinking_modes), attempts
 
 
-def _take_completion(attempt: Attempt, text: str, may_call_tools: bool) -> bool:
-    """Parse one completion into `attempt`; True if it called tools and should continue."""
-    attempt.transcript.append(text)
-    parser = AssistantParser(starts_in_thinking=attempt.thinking)
-    parser.feed(text)
-    parser.finish()
-    blocks = parser.blocks
+def _take_turn(attempt: Attempt, turn: Turn, may_call_tools: bool) -> bool:
+    """Take one turn into `attempt`; True if it called tools and should continue."""
+    attempt.transcript.append(chat.content_to_json(turn.content))
     tools = attempt.conversation.tools
-    calls = [b for b in blocks if isinstance(b, ToolUseBlock)]
-    attempt.tool_calls += parser.tool_calls
+    calls = [b for b in turn.content if isinstance(b, ToolUseBlock)]
+    # A malformed call comes back as text that opens a call: count it as an attempt.
+    malformed = sum(b.text.count(TOOL_CALL_OPEN) for b in turn.content if b.type == "text")
+    attempt.tool_calls += len(calls) + malformed
     attempt.valid_tool_calls += sum(tool_call_is_valid(call, tools) for call in calls)
     if calls and may_call_tools:
         results = [run_tool(call, tools) for call in calls]
-        attempt.conversation.messages += [Message("assistant", blocks), Message("user", results)]
+        attempt.conversation.messages += [
+            Message("assistant", turn.content),
+            Message("user", results),
+        ]
         return True
-    attempt.response = "".join(b.text for b in blocks if isinstance(b, TextBlock))
+    attempt.response = "".join(b.text for b in turn.content if isinstance(b, TextBlock))
     attempt.correct = check(attempt.record.task, attempt.record.answer, attempt.response)
     return False
 
@@ -219,48 +188,6 @@ def report(attempts: Sequence[Attempt], thinking_modes: Sequence[bool]) -> dict[
     return {"examples": len(attempts) // max(len(thinking_modes), 1), "modes": modes}
 
 
-def engine_completer(engine: Engine, params: SamplingParams, progress: bool = True) -> Complete:
-    """Completions from Charter's engine, all prompts of a round batched continuously; a prompt
-    that starts inside a think block gets the server's `ThinkingBudget` (at most the whole
-    completion), so a turn never ends with its thinking open."""
-
-    def complete(prompts: list[list[int]], thinking: list[bool]) -> list[str]:
-        processors = [
-            [ThinkingBudget(engine.tokenizer, params.max_new_tokens, engine.eos_token_ids)]
-            if think
-            else []
-            for think in thinking
-        ]
-        completions = engine.generate(
-            prompts, params, progress="eval" if progress else None, logits_processors=processors
-        )
-        return [completion.text for completion in completions]
-
-    return complete
-
-
-def evaluate_engine(
-    engine: Engine,
-    records: Sequence[SFTRecord],
-    *,
-    max_new_tokens: int = 256,
-    thinking_modes: Sequence[bool] = (False, True),
-    progress: bool = True,
-    own_template: bool = False,
-) -> tuple[dict[str, Any], list[Attempt]]:
-    """`evaluate` with greedy decoding on an engine (PyTorch or llama.cpp)."""
-    tokenizer = engine.tokenizer
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0)
-    return evaluate(
-        records,
-        tokenizer,
-        engine_completer(engine, params, progress),
-        context_length=engine.max_len,
-        thinking_modes=thinking_modes,
-        render=template_renderer(tokenizer) if own_template else None,
-    )
-
-
 def evaluate_model(
     model: Transformer,
     tokenizer: Tokenizer,
@@ -269,14 +196,16 @@ def evaluate_model(
     batch_size: int = 8,
     max_len: int = 2048,
     **options: Any,
-) -> tuple[dict[str, Any], list[Attempt]]:
-    """`evaluate_engine` on a model in memory (the SFT loop calls this). The KV cache holds
-    `max_len` positions per row (the model's context if shorter): the prompts are short, and a
-    full 8k-context cache for every row would cost gigabytes. The model's train/eval mode is
-    restored afterwards."""
+) -> dict[str, Any]:
+    """The report of `evaluate` on a model in memory being trained in Charter's format (the SFT
+    loop calls this). The KV cache holds `max_len` positions per row (the model's context if
+    shorter): the prompts are short, and a full 8k-context cache for every row would cost
+    gigabytes. The model's train/eval mode is restored afterwards."""
     was_training = model.training
+    engine = Engine(model, tokenizer, max_batch_size=batch_size, max_len=max_len)
     try:
-        engine = Engine(model, tokenizer, max_batch_size=batch_size, max_len=max_len)
-        return evaluate_engine(engine, records, **options)
+        with LocalGenerator(engine, "training", format=CharterFormat(tokenizer)) as generator:
+            report, _ = evaluate(records, generator, progress=False, **options)
+        return report
     finally:
         model.train(was_training)

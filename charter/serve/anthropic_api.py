@@ -22,14 +22,16 @@ from fastapi import APIRouter, Depends, Request
 
 from charter import chat
 from charter.chat_template import BLOCK_SEPARATOR
-from charter.serve.assistant import (
-    AssistantTurn,
-    TurnOptions,
-    count_prompt_tokens,
-    read_conversation,
-)
+from charter.infer.generator import ADAPTIVE, TurnOptions, TurnRequest, TurnStream
 from charter.serve.errors import ApiError, invalid_request
-from charter.serve.http import authorize, new_id, parse_body, server_state
+from charter.serve.http import (
+    authorize,
+    finish_turn,
+    new_id,
+    parse_body,
+    read_conversation,
+    server_state,
+)
 from charter.serve.registry import ServedModel
 from charter.serve.schemas import (
     ContentBlock,
@@ -83,11 +85,17 @@ def conversation_from_request(body: CountTokensRequest) -> chat.Conversation:
 
 def turn_options(body: CountTokensRequest) -> TurnOptions:
     """The options a prompt depends on (what count_tokens needs); `create_message` adds the
-    sampling options."""
+    sampling options. `thinking: {"type": "adaptive"}` leaves the choice to the generator (see
+    `TurnOptions.thinking_budget`)."""
     choice, thinking = body.tool_choice, body.thinking
+    budget = None
+    if thinking is not None and thinking.type == "enabled":
+        budget = thinking.budget_tokens
+    elif thinking is not None and thinking.type in ("adaptive", "between_tools"):
+        budget = ADAPTIVE
     return TurnOptions(
         max_tokens=1,
-        thinking_budget=thinking.budget_tokens if thinking and thinking.type == "enabled" else None,
+        thinking_budget=budget,
         tool_choice=choice.type if choice else "auto",
         tool_name=getattr(choice, "name", None),
     )
@@ -148,19 +156,20 @@ async def create_message(request: Request):
         top_p=body.top_p or 1.0,
         top_k=body.top_k or 0,
     )
-    if options.thinking_budget is not None and options.thinking_budget >= body.max_tokens:
+    budget = options.thinking_budget
+    if isinstance(budget, int) and budget >= body.max_tokens:
         raise invalid_request(
             f"must be less than max_tokens ({body.max_tokens})", "thinking.budget_tokens"
         )
-    turn = AssistantTurn(served, conversation_from_request(body), options)
+    stream = await served.generator.open(TurnRequest(conversation_from_request(body), options))
     message_id = new_id("msg_")
     if body.stream:
-        return event_stream(_stream(turn, message_id, served.name, state.signing_key))
-    blocks = await turn.run(request.is_disconnected)
+        return event_stream(_stream(stream, message_id, served.name, state.signing_key))
+    turn = await finish_turn(stream, request.is_disconnected)
     return MessageResponse(
         id=message_id,
         model=served.name,
-        content=[content_block(b, state.signing_key) for b in blocks],
+        content=[content_block(b, state.signing_key) for b in turn.content],
         stop_reason=turn.stop_reason,
         stop_sequence=turn.stop_sequence,
         usage=Usage(input_tokens=turn.input_tokens, output_tokens=turn.output_tokens),
@@ -168,7 +177,7 @@ async def create_message(request: Request):
 
 
 async def _stream(
-    turn: AssistantTurn, message_id: str, model: str, key: bytes
+    stream: TurnStream, message_id: str, model: str, key: bytes
 ) -> AsyncIterator[str]:
     start = MessageResponse(
         id=message_id,
@@ -176,12 +185,12 @@ async def _stream(
         content=[],
         stop_reason=None,
         stop_sequence=None,
-        usage=Usage(input_tokens=turn.input_tokens, output_tokens=0),
+        usage=Usage(input_tokens=stream.input_tokens, output_tokens=0),
     )
     try:
         yield frame({"type": "message_start", "message": start.model_dump()}, "message_start")
         yield frame({"type": "ping"}, "ping")
-        async for event in turn.events():
+        async for event in stream.events():
             if isinstance(event, chat.BlockStart):
                 data = {"index": event.index, "content_block": _started_block(event.block)}
                 yield frame({"type": "content_block_start", **data}, "content_block_start")
@@ -189,7 +198,7 @@ async def _stream(
                 data = {"index": event.index, "delta": _delta(event.kind, event.text)}
                 yield frame({"type": "content_block_delta", **data}, "content_block_delta")
             else:
-                block = turn.parser.blocks[event.index]
+                block = stream.blocks[event.index]
                 if block.type == "thinking":
                     delta = {"type": "signature_delta", "signature": sign(key, block.thinking)}
                     data = {"index": event.index, "delta": delta}
@@ -197,6 +206,7 @@ async def _stream(
                 yield frame(
                     {"type": "content_block_stop", "index": event.index}, "content_block_stop"
                 )
+        turn = stream.turn
         delta = {"stop_reason": turn.stop_reason, "stop_sequence": turn.stop_sequence}
         usage = {"input_tokens": turn.input_tokens, "output_tokens": turn.output_tokens}
         yield frame({"type": "message_delta", "delta": delta, "usage": usage}, "message_delta")
@@ -208,25 +218,26 @@ async def _stream(
             "error",
         )
     finally:
-        if turn.job.completion is None:  # the client went away (or the generation failed)
-            turn.cancel()
+        if stream.turn is None:  # the client went away (or the generation failed)
+            stream.cancel()
 
 
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(request: Request) -> TokenCount:
     body = await parse_body(request, CountTokensRequest)
     served = server_state(request).registry.get(body.model)
-    conversation = conversation_from_request(body)
-    return TokenCount(input_tokens=count_prompt_tokens(served, conversation, turn_options(body)))
+    turn_request = TurnRequest(conversation_from_request(body), turn_options(body))
+    return TokenCount(input_tokens=await served.generator.count_tokens(turn_request))
 
 
 def model_info(served: ServedModel) -> ModelInfo:
+    window = served.context_window
     return ModelInfo(
         id=served.name,
         display_name=served.name,
         created_at=served.created_at.isoformat().replace("+00:00", "Z"),
-        max_input_tokens=served.context_window - 1,
-        max_tokens=served.context_window - 1,
+        max_input_tokens=None if window is None else window - 1,
+        max_tokens=None if window is None else window - 1,
     )
 
 

@@ -18,9 +18,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from charter.infer.generator import InvalidRequest, Overloaded
+from charter.infer.local import LocalGenerator
 from charter.serve import anthropic_api, openai_api
 from charter.serve.auth import KeyChecker, RateLimiter
-from charter.serve.errors import ApiError
+from charter.serve.errors import ApiError, invalid_request
 from charter.serve.http import ServerState, new_id
 from charter.serve.registry import Registry
 
@@ -89,6 +91,15 @@ def create_app(
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         return _error_response(request, error)
 
+    @app.exception_handler(InvalidRequest)
+    async def generator_refused(request: Request, error: InvalidRequest) -> JSONResponse:
+        return _error_response(request, invalid_request(error.message, error.field))
+
+    @app.exception_handler(Overloaded)
+    async def generator_overloaded(request: Request, error: Overloaded) -> JSONResponse:
+        overloaded = ApiError(529, str(error), retry_after=error.retry_after)
+        return _error_response(request, overloaded)
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         message = f"{request.method} {request.url.path}: {error.detail}"
@@ -101,8 +112,9 @@ def create_app(
     @app.get("/health")
     async def health() -> dict:
         models = {
-            name: dataclasses.asdict(model.worker.stats())
+            name: dataclasses.asdict(model.generator.worker.stats())
             for name, model in registry.models.items()
+            if isinstance(model.generator, LocalGenerator)
         }
         return {"status": "ok", "models": models}
 

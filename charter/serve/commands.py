@@ -1,15 +1,12 @@
-"""`charter serve`: the Messages API, OpenAI chat completions and the web chat over local models."""
+"""`charter serve`: the Messages API, OpenAI chat completions and the web chat over Generators
+(local checkpoints, or remote endpoints the server fronts)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-import torch
-
 from charter.serve.auth import KEYS_VARIABLE, collect_keys, is_loopback
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def log(message: str) -> None:
@@ -19,6 +16,7 @@ def log(message: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from charter.infer.backends import engine_options
     from charter.serve.app import create_app
     from charter.serve.registry import Registry, load_served_model
 
@@ -34,12 +32,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
         models.append(
             load_served_model(
                 spec,
-                max_batch_size=args.max_batch_size,
-                max_waiting=args.max_waiting,
-                context=args.context,
-                dtype=DTYPES[args.dtype],
-                device=args.device,
                 backend=args.backend,
+                max_waiting=args.max_waiting,
+                max_batch_size=args.max_batch_size,
+                max_len=args.context,
+                device=args.device,
+                **engine_options(args),
             )
         )
     registry = Registry(models)
@@ -61,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
-    from charter.infer.backends import add_backend_argument
+    from charter.infer.backends import add_engine_arguments
 
     serve = verbs.add_parser(
         "serve", help="serve models over the Anthropic Messages API, OpenAI chat and a web chat"
@@ -70,9 +68,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "--model",
         action="append",
         required=True,
-        metavar="[NAME=]DIR",
-        help="a checkpoint directory to serve (repeatable); its id is the directory name unless "
-        "NAME= gives one",
+        metavar="[NAME=]SPEC",
+        help="a model to serve (repeatable): a checkpoint directory or another model spec "
+        "(README: model specs); its id is the directory name or remote model id unless NAME= "
+        "gives one",
     )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -105,8 +104,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "cache holds max-batch-size × this many",
     )
     serve.add_argument("--max-body-bytes", type=int, default=8 * 2**20)
-    serve.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     serve.add_argument("--device", default="cpu")
-    add_backend_argument(serve)
+    add_engine_arguments(serve)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)

@@ -1,17 +1,23 @@
-"""What every API endpoint does with an HTTP request before its own work: authenticate, apply the
-rate limit, read a size-bounded JSON body, and validate it against a schema."""
+"""What every API endpoint does with an HTTP request around its own work: authenticate, apply the
+rate limit, read a size-bounded JSON body, validate it against a schema and read its
+conversation; then wait for the turn, cancelling it if the client goes away."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import secrets
 import string
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from charter import chat
+from charter.infer.generator import Turn, TurnStream
 from charter.serve.auth import KeyChecker, RateLimiter
 from charter.serve.errors import ApiError, from_validation_error, invalid_request
 from charter.serve.registry import Registry
@@ -76,3 +82,37 @@ async def parse_body(request: Request, schema: type[Schema]) -> Schema:
         return schema.model_validate(data)
     except ValidationError as e:
         raise from_validation_error(e, data) from e
+
+
+def read_conversation(data: dict, positions: list[int]) -> chat.Conversation:
+    """`chat.conversation_from_dict` of Anthropic-format `data` built from a request; an error
+    becomes a 400 naming the request's own message: `positions[k]` is the index in the request
+    of message k of `data` (requests may hold messages that `data` folds elsewhere)."""
+    try:
+        return chat.conversation_from_dict(data, where="request")
+    except ValueError as e:
+        renumbered = re.sub(
+            r"messages\[(\d+)\]", lambda m: f"messages[{positions[int(m[1])]}]", str(e)
+        )
+        raise invalid_request(renumbered.removeprefix("request: ")) from e
+
+
+async def finish_turn(stream: TurnStream, disconnected: Callable[[], Awaitable[bool]]) -> Turn:
+    """The whole turn; cancels the generation if `disconnected()` turns true."""
+
+    async def consume() -> None:
+        async for _ in stream.events():
+            pass
+
+    task = asyncio.ensure_future(consume())
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.2)
+            if not task.done() and await disconnected():
+                raise ApiError(499, "client disconnected")
+    finally:
+        if not task.done():
+            stream.cancel()
+            task.cancel()
+    task.result()  # re-raise a failure of the generation
+    return stream.turn

@@ -19,10 +19,24 @@ from fastapi import APIRouter, Depends, Request
 
 from charter import chat
 from charter.chat_template import BLOCK_SEPARATOR
-from charter.infer.engine import CONTEXT_WINDOW, MAX_TOKENS
-from charter.serve.assistant import TOOL_USE, AssistantTurn, TurnOptions, read_conversation
+from charter.infer.generator import (
+    CONTEXT_WINDOW,
+    MAX_TOKENS,
+    TOOL_USE,
+    Turn,
+    TurnOptions,
+    TurnRequest,
+    TurnStream,
+)
 from charter.serve.errors import ApiError, invalid_request
-from charter.serve.http import authorize, new_id, parse_body, server_state
+from charter.serve.http import (
+    authorize,
+    finish_turn,
+    new_id,
+    parse_body,
+    read_conversation,
+    server_state,
+)
 from charter.serve.schemas import ChatCompletionRequest, ChatMessage
 from charter.serve.sse import event_stream, frame
 
@@ -101,7 +115,7 @@ def _is_tool_results(message: dict[str, Any]) -> bool:
     return message["role"] == "user" and message["content"][0]["type"] == "tool_result"
 
 
-def turn_options(body: ChatCompletionRequest, context_window: int) -> TurnOptions:
+def turn_options(body: ChatCompletionRequest, context_window: int | None) -> TurnOptions:
     choice = body.tool_choice
     if choice is None:
         tool_choice, tool_name = "auto", None
@@ -111,7 +125,7 @@ def turn_options(body: ChatCompletionRequest, context_window: int) -> TurnOption
         tool_choice, tool_name = "tool", choice.function.name
     stop = [body.stop] if isinstance(body.stop, str) else body.stop or []
     return TurnOptions(
-        max_tokens=body.max_completion_tokens or body.max_tokens or context_window,
+        max_tokens=body.max_completion_tokens or body.max_tokens or context_window or 4096,
         tool_choice=tool_choice,
         tool_name=tool_name,
         stop_sequences=stop,
@@ -137,7 +151,7 @@ def _tool_call(block: chat.ToolUseBlock) -> dict[str, Any]:
     }
 
 
-def _usage(turn: AssistantTurn) -> dict[str, int]:
+def _usage(turn: Turn) -> dict[str, int]:
     return {
         "prompt_tokens": turn.input_tokens,
         "completion_tokens": turn.output_tokens,
@@ -149,14 +163,14 @@ def _usage(turn: AssistantTurn) -> dict[str, int]:
 async def create_chat_completion(request: Request):
     body = await parse_body(request, ChatCompletionRequest)
     served = server_state(request).registry.get(body.model)
-    turn = AssistantTurn(
-        served, conversation_from_request(body), turn_options(body, served.context_window)
-    )
+    options = turn_options(body, served.context_window)
+    stream = await served.generator.open(TurnRequest(conversation_from_request(body), options))
     header = {"id": new_id("chatcmpl-"), "created": int(time.time()), "model": served.name}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return event_stream(_stream(turn, header, include_usage))
-    blocks = await turn.run(request.is_disconnected)
+        return event_stream(_stream(stream, header, include_usage))
+    turn = await finish_turn(stream, request.is_disconnected)
+    blocks = turn.content
     texts = [b.text for b in blocks if b.type == "text"]
     message: dict[str, Any] = {"role": "assistant", "content": BLOCK_SEPARATOR.join(texts) or None}
     if calls := [_tool_call(b) for b in blocks if b.type == "tool_use"]:
@@ -173,7 +187,7 @@ async def create_chat_completion(request: Request):
 
 
 async def _stream(
-    turn: AssistantTurn, header: dict[str, Any], include_usage: bool
+    stream: TurnStream, header: dict[str, Any], include_usage: bool
 ) -> AsyncIterator[str]:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
         data = {**header, "object": "chat.completion.chunk"}
@@ -185,7 +199,7 @@ async def _stream(
     tool_index: dict[int, int] = {}  # block index → index among the tool calls
     try:
         yield chunk({"role": "assistant", "content": ""})
-        async for event in turn.events():
+        async for event in stream.events():
             if isinstance(event, chat.BlockStart) and event.block.type == "tool_use":
                 tool_index[event.index] = len(tool_index)
                 function = {"name": event.block.name, "arguments": ""}  # arguments: in deltas
@@ -201,6 +215,7 @@ async def _stream(
                     "function": {"arguments": event.text},
                 }
                 yield chunk({"tool_calls": [arguments]})
+        turn = stream.turn
         yield chunk({}, finish_reason(turn.stop_reason))
         if include_usage:
             yield frame(
@@ -211,5 +226,5 @@ async def _stream(
         error = e if isinstance(e, ApiError) else ApiError(500, str(e))
         yield frame(error.openai_body())
     finally:
-        if turn.job.completion is None:
-            turn.cancel()
+        if stream.turn is None:
+            stream.cancel()

@@ -1,44 +1,35 @@
-"""The models a server offers: each a checkpoint directory, its tokenizer, and the worker thread
-that generates with it. A model's id is its directory name unless `NAME=DIR` names it."""
+"""The models a server offers: each a `Generator` (a local checkpoint, or a remote endpoint that
+the server fronts) under an id. A model's id is its directory name (or remote model id) unless
+`NAME=SPEC` names it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from charter.checkpoint import load_tokenizer
-from charter.infer.backends import load_engine
 from charter.infer.engine import Engine
+from charter.infer.generator import Generator
+from charter.infer.local import LocalGenerator
+from charter.infer.spec import load_generator, parse_model_spec
 from charter.model import Transformer
 from charter.serve.errors import ApiError
-from charter.serve.worker import ModelWorker
 from charter.tokenizer import Tokenizer
 
 
 @dataclass
 class ServedModel:
-    name: str
-    tokenizer: Tokenizer
-    worker: ModelWorker
+    generator: Generator
     created_at: datetime
 
     @property
-    def context_window(self) -> int:
-        return self.worker.engine.max_len
+    def name(self) -> str:
+        return self.generator.name
 
-
-def parse_model_spec(spec: str) -> tuple[str, Path]:
-    """`NAME=DIR` or `DIR` (named after the directory)."""
-    name, separator, directory = spec.partition("=")
-    if not separator:
-        directory = spec
-        name = Path(spec).resolve().name
-    if not name:
-        raise ValueError(f"--model {spec!r}: the model name is empty")
-    return name, Path(directory)
+    @property
+    def context_window(self) -> int | None:
+        return self.generator.context_window
 
 
 def serve_model(
@@ -51,51 +42,42 @@ def serve_model(
     context: int | None = None,
     created_at: datetime | None = None,
 ) -> ServedModel:
-    """Wrap a loaded model in an engine and a started worker thread. `context` caps prompt +
-    output per sequence (default: the model's), which sizes the KV cache."""
+    """A loaded model behind an engine and a `LocalGenerator`. `context` caps prompt + output
+    per sequence (default: the model's), which sizes the KV cache."""
     engine = Engine(model, tokenizer, max_batch_size=max_batch_size, max_len=context)
-    return serve_engine(name, engine, max_waiting=max_waiting, created_at=created_at)
+    generator = LocalGenerator(engine, name, max_waiting=max_waiting)
+    return ServedModel(generator, created_at or datetime.now(UTC))
 
 
-def serve_engine(
-    name: str, engine: Engine, *, max_waiting: int = 64, created_at: datetime | None = None
-) -> ServedModel:
-    """Put an engine (of either backend) behind a started worker thread."""
-    worker = ModelWorker(engine, max_waiting=max_waiting)
-    worker.start()
-    return ServedModel(name, engine.tokenizer, worker, created_at or datetime.now(UTC))
+def split_name(spec: str) -> tuple[str | None, str]:
+    """(NAME, SPEC) of `NAME=SPEC`, (None, SPEC) of a bare spec."""
+    name, separator, model_spec = spec.partition("=")
+    if not separator or "," in name or ":" in name:  # the `=` belongs to the spec's options
+        return None, spec
+    if not name:
+        raise ValueError(f"--model {spec!r}: the model name is empty")
+    return name, model_spec
 
 
 def load_served_model(
-    spec: str,
-    *,
-    max_batch_size: int,
-    max_waiting: int,
-    context: int | None,
-    dtype: torch.dtype,
-    device: str,
-    backend: str = "auto",
+    spec: str, *, backend: str = "auto", max_waiting: int = 64, **engine_options: Any
 ) -> ServedModel:
-    name, directory = parse_model_spec(spec)
-    if not load_tokenizer(directory).chat_template:
-        raise ValueError(f"{directory}: the tokenizer has no chat template; it cannot be served")
-    engine = load_engine(
-        directory,
-        backend,
-        max_batch_size=max_batch_size,
-        max_len=context,
-        dtype=dtype,
-        device=device,
-    )
-    created = datetime.fromtimestamp((directory / "config.json").stat().st_mtime, UTC)
-    return serve_engine(name, engine, max_waiting=max_waiting, created_at=created)
+    """`NAME=SPEC` or `SPEC` (a model spec: `charter.infer.spec`); a local spec that names no
+    backend runs on `backend`."""
+    name, model_spec = split_name(spec)
+    parsed = parse_model_spec(model_spec, default_backend=backend)
+    generator = load_generator(parsed, name=name, max_waiting=max_waiting, **engine_options)
+    created = datetime.now(UTC)
+    if parsed.is_local:
+        created = datetime.fromtimestamp((Path(parsed.target) / "config.json").stat().st_mtime, UTC)
+    return ServedModel(generator, created)
 
 
 class Registry:
     def __init__(self, models: list[ServedModel]) -> None:
         self.models = {m.name: m for m in models}
         if len(self.models) != len(models):
-            raise ValueError("two served models have the same name; name them with NAME=DIR")
+            raise ValueError("two served models have the same name; name them with NAME=SPEC")
 
     def get(self, name: str) -> ServedModel:
         if name not in self.models:
@@ -106,4 +88,4 @@ class Registry:
 
     def stop(self) -> None:
         for model in self.models.values():
-            model.worker.stop()
+            model.generator.close()

@@ -90,7 +90,18 @@ class ThinkingDisabled(BaseModel):
     type: Literal["disabled"]
 
 
-ThinkingConfig = Annotated[ThinkingEnabled | ThinkingDisabled, Field(discriminator="type")]
+class ThinkingAdaptive(BaseModel):
+    """The model decides whether to think (what Claude Code sends): see `TurnOptions`.
+    `between_tools` (thinking between tool calls) means the same here. `display` is accepted;
+    thinking is always returned in full."""
+
+    type: Literal["adaptive", "between_tools"]
+    display: Literal["summarized", "omitted"] | None = None
+
+
+ThinkingConfig = Annotated[
+    ThinkingEnabled | ThinkingDisabled | ThinkingAdaptive, Field(discriminator="type")
+]
 
 
 class CountTokensRequest(BaseModel):
@@ -161,8 +172,8 @@ class ModelInfo(BaseModel):
     display_name: str
     created_at: str  # RFC 3339
     lifecycle: Literal["active"] = "active"
-    max_input_tokens: int
-    max_tokens: int
+    max_input_tokens: int | None
+    max_tokens: int | None
 
 
 class ModelPage(BaseModel):

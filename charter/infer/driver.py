@@ -1,30 +1,30 @@
-"""The thread that owns a model's `Engine` and runs its continuous-batching loop.
+"""The thread that owns an `Engine` and runs its continuous-batching loop.
 
-PyTorch work must not run on the asyncio event loop (it would stall every other connection), and
-one engine must be driven by one thread. So each served model gets a `ModelWorker`: request
-handlers `submit` generation requests from the event loop; the worker thread admits them into
-free KV-cache rows, calls `Engine.step()` (one token for every active row), and hands text and
-completions back to the event loop with `loop.call_soon_threadsafe`.
+One engine must be driven by one thread, and PyTorch work must not run on an asyncio event loop
+(it would stall every other connection of a server). So a `LocalGenerator` hands its requests to
+a `ModelWorker`: callers `submit` generation requests from any thread; the worker thread admits
+them into free KV-cache rows, calls `Engine.step()` (one token for every active row), and hands
+text and completions back — to an event loop with `loop.call_soon_threadsafe` (`StreamingJob`,
+for the server), or to a waiting thread through a queue (`BatchJob`, for batch generation).
 
-Capacity is the engine's rows plus a bounded waiting queue; beyond it `submit` raises
-`Overloaded` (HTTP 529) at once rather than letting latency grow without bound. A handler whose
-client went away calls `Job.cancel()`; the engine drops the row before its next decode step, so a
-cancelled sequence gets at most the one token of a step already under way.
+Capacity for streaming jobs is the engine's rows plus a bounded waiting queue; beyond it
+`submit` raises `Overloaded` (HTTP 529) at once rather than letting latency grow without bound.
+Batch jobs wait in the queue however long it is: their caller holds them all anyway. A caller
+whose client went away calls `Job.cancel()`; the engine drops the row before its next decode
+step, so a cancelled sequence gets at most the one token of a step already under way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from charter.infer.engine import Completion, Engine, GenerationRequest
-
-
-class Overloaded(Exception):
-    """Every row is busy and the waiting queue is full."""
+from charter.infer.generator import Overloaded
 
 
 @dataclass
@@ -38,28 +38,37 @@ class WorkerStats:
 
 
 class Job:
-    """One submitted request, seen from the event loop: an async stream of text, then the
-    `Completion` (or the exception that ended it)."""
+    """One submitted request. The worker thread calls `_deliver` with each text piece, then the
+    `Completion` or the exception that ended it."""
 
-    def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, request: GenerationRequest) -> None:
         self.request = request
-        self._loop = loop
-        self._events: asyncio.Queue[str | Completion | BaseException] = asyncio.Queue()
         self.completion: Completion | None = None
         self.tokens_at_cancel: int | None = None
-        request.on_text = self._post
 
-    def _post(self, item: str | Completion | BaseException) -> None:
-        """Called on the worker thread; queue `item` for the event loop."""
-        try:
-            self._loop.call_soon_threadsafe(self._events.put_nowait, item)
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            self.cancel()
+    def _deliver(self, item: str | Completion | BaseException) -> None:
+        raise NotImplementedError
 
     def cancel(self) -> None:
         if not self.request.cancelled:
             self.tokens_at_cancel = len(self.request.generated)
             self.request.cancelled = True
+
+
+class StreamingJob(Job):
+    """A job seen from an event loop: an async stream of text, then `completion` is set."""
+
+    def __init__(self, request: GenerationRequest, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(request)
+        self._loop = loop
+        self._events: asyncio.Queue[str | Completion | BaseException] = asyncio.Queue()
+        request.on_text = self._deliver
+
+    def _deliver(self, item: str | Completion | BaseException) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._events.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self.cancel()
 
     async def text(self) -> AsyncIterator[str]:
         """Released text pieces until the generation ends; then `completion` is set."""
@@ -71,6 +80,24 @@ class Job:
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+
+class BatchJob(Job):
+    """A job whose caller waits for many at once: when it ends, it puts itself on `finished`."""
+
+    def __init__(self, request: GenerationRequest, finished: queue.SimpleQueue) -> None:
+        super().__init__(request)
+        self._finished = finished
+        self.error: BaseException | None = None
+
+    def _deliver(self, item: str | Completion | BaseException) -> None:
+        if isinstance(item, Completion):
+            self.completion = item
+        elif isinstance(item, BaseException):
+            self.error = item
+        else:
+            return
+        self._finished.put(self)
 
 
 class ModelWorker:
@@ -91,19 +118,20 @@ class ModelWorker:
         with self._lock:
             self._stopping = True
             self._lock.notify()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     @property
     def capacity(self) -> int:
-        return self.engine.cache.batch_size + self.max_waiting
+        return self.engine.max_batch_size + self.max_waiting
 
-    def submit(self, request: GenerationRequest) -> Job:
-        """Queue `request`; call on the event loop. Raises `Overloaded` when at capacity."""
-        job = Job(request, asyncio.get_running_loop())
+    def submit(self, job: Job) -> Job:
+        """Queue `job`. A `StreamingJob` beyond capacity raises `Overloaded`."""
         with self._lock:
-            if len(self._waiting) + len(self._running) >= self.capacity:
+            busy = len(self._waiting) + len(self._running)
+            if isinstance(job, StreamingJob) and busy >= self.capacity:
                 raise Overloaded(
-                    f"all {self.engine.cache.batch_size} sequence slots are busy and the "
+                    f"all {self.engine.max_batch_size} sequence slots are busy and the "
                     f"waiting queue ({self.max_waiting}) is full"
                 )
             self._waiting.append(job)
@@ -157,16 +185,16 @@ class ModelWorker:
         except ValueError as error:  # e.g. a prompt longer than the context: this request only
             with self._lock:
                 del self._running[id(job.request)]
-            job._post(error)
+            job._deliver(error)
 
     def _settle(self, finished: list[GenerationRequest]) -> None:
         """Deliver completions, and forget jobs whose cancelled rows the engine dropped."""
-        holding_rows = {id(row.request) for row in self.engine.rows}
+        holding_rows = {id(request) for request in self.engine.active_requests}
         with self._lock:
             for request in finished:
                 job = self._running.pop(id(request))
                 self._completed += 1
-                job._post(request.completion)
+                job._deliver(request.completion)
             for key, job in list(self._running.items()):
                 if job.request.cancelled and key not in holding_rows:
                     del self._running[key]
@@ -177,6 +205,6 @@ class ModelWorker:
     def _fail_all(self, error: Exception) -> None:
         with self._lock:
             for job in self._running.values():
-                job._post(RuntimeError(f"generation failed: {error}"))
+                job._deliver(RuntimeError(f"generation failed: {error}"))
             self._running.clear()
-            self.engine.rows.clear()
+            self.engine.drop_all()

@@ -1,4 +1,4 @@
-"""The serving core below HTTP: the engine's hooks, the thinking budget, and the worker thread
+"""The generation core below the Generator: the engine's hooks, the thinking budget, and the worker thread
 (continuous batching, the bounded queue, cancellation within one step, failures)."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from charter.infer.engine import Engine, GenerationRequest
 from charter.infer.sampling import SamplingParams
 from charter.infer.thinking import ThinkingBudget, force_token
 from charter.model import Transformer
-from charter.serve.worker import ModelWorker, Overloaded
+from charter.infer.driver import ModelWorker, StreamingJob
+from charter.infer.generator import Overloaded
 from tests.helpers import micro
 from tests.serve_helpers import ScriptedOutput, wait_for
 
@@ -25,6 +26,11 @@ GREEDY = SamplingParams(max_new_tokens=12, temperature=0)
 def model() -> Transformer:
     torch.manual_seed(0)
     return Transformer(micro()).eval()
+
+
+def submit(worker: ModelWorker, request: GenerationRequest) -> StreamingJob:
+    """Submit `request` from the running event loop, as the server does."""
+    return worker.submit(StreamingJob(request, asyncio.get_running_loop()))
 
 
 def greedy(engine: Engine, prompt: list[int], n: int = 12) -> list[int]:
@@ -133,7 +139,7 @@ def test_worker_batches_continuously_and_matches_the_engine_alone(worker, model,
 
     async def main():
         jobs = [
-            worker.submit(GenerationRequest(p, SamplingParams(max_new_tokens=n, temperature=0)))
+            submit(worker, GenerationRequest(p, SamplingParams(max_new_tokens=n, temperature=0)))
             for p, n in zip(prompts, lengths)
         ]
         return await asyncio.gather(*(collect(job) for job in jobs))
@@ -152,15 +158,15 @@ def test_a_full_queue_is_overloaded(worker):
 
     async def main():
         jobs = [
-            worker.submit(
-                GenerationRequest([5], slow, logits_processors=[ScriptedOutput([], 0.01)])
+            submit(
+                worker, GenerationRequest([5], slow, logits_processors=[ScriptedOutput([], 0.01)])
             )
             for _ in range(5)  # two rows + three waiting
         ]
         with pytest.raises(
             Overloaded, match=r"all 2 sequence slots are busy and the waiting queue \(3\) is full"
         ):
-            worker.submit(GenerationRequest([5], slow))
+            submit(worker, GenerationRequest([5], slow))
         for job in jobs:
             job.cancel()
 
@@ -175,7 +181,7 @@ def test_cancelling_frees_the_row_within_one_step(worker):
             SamplingParams(max_new_tokens=250, temperature=0),
             logits_processors=[ScriptedOutput([], delay=0.005)],
         )
-        job = worker.submit(request)
+        job = submit(worker, request)
         async for _ in job.text():
             if len(request.generated) >= 5:
                 break
@@ -199,10 +205,10 @@ def test_a_failing_step_fails_its_requests_and_the_worker_goes_on(worker):
         return logits
 
     async def main():
-        job = worker.submit(GenerationRequest([5], GREEDY, logits_processors=[explode]))
+        job = submit(worker, GenerationRequest([5], GREEDY, logits_processors=[explode]))
         with pytest.raises(RuntimeError, match="generation failed: boom"):
             await collect(job)
-        return await collect(worker.submit(GenerationRequest([5], GREEDY)))
+        return await collect(submit(worker, GenerationRequest([5], GREEDY)))
 
     text, completion = run(main())
     assert len(completion.token_ids) == 12 and completion.stop_reason == "max_tokens"
@@ -210,8 +216,8 @@ def test_a_failing_step_fails_its_requests_and_the_worker_goes_on(worker):
 
 def test_a_prompt_longer_than_the_context_fails_only_its_request(worker):
     async def main():
-        too_long = worker.submit(GenerationRequest(list(range(8, 300)), GREEDY))
-        fine = worker.submit(GenerationRequest([5], GREEDY))
+        too_long = submit(worker, GenerationRequest(list(range(8, 300)), GREEDY))
+        fine = submit(worker, GenerationRequest([5], GREEDY))
         with pytest.raises(ValueError, match="prompt is 292 tokens; the context window is 256"):
             await collect(too_long)
         return await collect(fine)
