@@ -17,8 +17,16 @@ from hypothesis import HealthCheck, given, settings
 
 from charter.checkpoint import load_checkpoint, load_tokenizer, save_checkpoint
 from charter.cli import main
+from charter.infer.backends import load_engine
+from charter.infer.sampling import SamplingParams
+from charter.interop import gguf_export
 from charter.interop.gguf_export import GGUFExportError, export_gguf, permute_rope_rows
-from charter.interop.gguf_import import GGUFModel, import_gguf, unpermute_rope_rows
+from charter.interop.gguf_import import (
+    PRE_TOKENIZERS,
+    GGUFModel,
+    import_gguf,
+    unpermute_rope_rows,
+)
 from charter.model import Transformer
 from charter.tokenizer import SPECIAL_TOKENS
 from tests.helpers import micro
@@ -119,6 +127,31 @@ def test_cli_export_writes_the_file(micro_dir, tmp_path, capsys):
     assert GGUFModel(tmp_path / "m.gguf").get("general.file_type") == gguf.LlamaFileType.MOSTLY_F16
 
 
+def test_a_plain_byte_level_bpe_is_named_gpt_2_and_read_back_alike(tmp_path, corpus):
+    """The pre-tokeniser `tokenizers.ByteLevelBPETokenizer` (and so transformers) makes: GPT-2's
+    split, which llama.cpp calls "gpt-2" (it refuses "gpt2", the exporter's earlier name)."""
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus[:300], vocab_size=400, show_progress=False)
+    directory = save_checkpoint(Transformer(micro(vocab_size=400)), tmp_path / "m", None)
+    bpe.save(str(directory / "tokenizer.json"))
+    path = export_gguf(directory, tmp_path / "m.gguf", progress=False)
+    assert GGUFModel(path).get("tokenizer.ggml.pre") == "gpt-2"
+    back = load_tokenizer(import_gguf(path, tmp_path / "back", progress=False))
+    for text in [*HAND_WRITTEN, *corpus[:20]]:
+        assert back.encode(text) == load_tokenizer(directory).encode(text), text
+
+
+def test_every_pre_tokeniser_name_the_export_knows_loads_in_llama_cpp(
+    micro_dir, tmp_path, monkeypatch
+):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    for name in PRE_TOKENIZERS:
+        monkeypatch.setattr(gguf_export, "pre_tokenizer_name", lambda *_, name=name: name)
+        path = export_gguf(micro_dir, tmp_path / f"{name}.gguf", progress=False)
+        assert GGUFModel(path).get("tokenizer.ggml.pre") == name
+        llama_cpp.Llama(str(path), vocab_only=True, verbose=False)  # raises if it refuses
+
+
 # ---- refusals ----
 
 
@@ -197,6 +230,34 @@ def test_micro_tokenisation_under_llama_cpp_equals_charters_on_generated_strings
     micro_llama, micro_dir, text
 ):
     assert llama_cpp_ids(micro_llama, text) == load_tokenizer(micro_dir).encode(text)
+
+
+def test_q8_0_decodes_under_llama_cpp_as_charters_fp32_within_quantisation(
+    tmp_path, tokenizer, corpus
+):
+    """Quantised files decode (an AMX build of llama.cpp crashed on every one), with logits
+    within what q8_0 permits and the same greedy tokens as Charter's fp32 engine."""
+    pytest.importorskip("llama_cpp")
+    torch.manual_seed(0)  # a model whose greedy choices are clear (asserted below)
+    model = Transformer(micro()).eval()
+    directory = save_checkpoint(model, tmp_path / "m", tokenizer)
+    prompt = tokenizer.encode(corpus[3])[:16]
+    greedy = SamplingParams(max_new_tokens=24, temperature=0)
+    expected = load_engine(directory, "torch").generate([prompt], greedy)[0].token_ids
+    engine = load_engine(directory, "llamacpp", int8=True, cache_dir=tmp_path)
+    (exported,) = tmp_path.glob("*-q8_0.gguf")
+    assert GGUFModel(exported).tensors["blk.0.ffn_down.weight"].tensor_type == QuantType.Q8_0
+    sequence = prompt + expected
+    with torch.no_grad():
+        reference = model(torch.tensor([sequence]))[0].numpy()  # (T, V)
+    error = np.abs(llama_cpp_logits(llama(exported), sequence) - reference).max()
+    # q8_0 rounds each weight (and llama.cpp each activation) to 1/254 of its block's range;
+    # this model's logits move by about 0.7 % of their largest magnitude, an f32 file's by 1e-6.
+    largest = np.abs(reference).max()
+    assert 1e-3 * largest < error < 0.02 * largest
+    top2 = np.sort(reference[len(prompt) - 1 : -1], axis=-1)[:, -2:]  # at each greedy choice
+    assert (top2[:, 1] - top2[:, 0]).min() > 2 * error  # so q8_0 cannot choose otherwise
+    assert engine.generate([prompt], greedy)[0].token_ids == expected
 
 
 def test_ignoring_merges_changes_nothing_for_our_tokenizers(tokenizer):

@@ -4,6 +4,8 @@ the `load_engine` factory and its GGUF cache; and `--backend` in generate and se
 
 from __future__ import annotations
 
+import argparse
+
 import httpx
 import pytest
 import torch
@@ -11,7 +13,12 @@ import torch
 from charter.checkpoint import load_checkpoint, load_tokenizer, save_checkpoint
 from charter.cli import main
 from charter.infer import backends
-from charter.infer.backends import load_engine, resolve_backend
+from charter.infer.backends import (
+    add_engine_arguments,
+    engine_options,
+    load_engine,
+    resolve_backend,
+)
 from charter.infer.engine import (
     CONTEXT_WINDOW,
     END_TURN,
@@ -20,6 +27,7 @@ from charter.infer.engine import (
     Engine,
     GenerationRequest,
 )
+from charter.infer.int8_linear import Int8Linear
 from charter.infer.sampling import SamplingParams
 from charter.interop.gguf_export import export_gguf
 from charter.model import Transformer
@@ -195,6 +203,7 @@ def test_auto_picks_llama_cpp_on_cpu_and_pytorch_elsewhere(monkeypatch):
     assert resolve_backend("auto", "meta") == "torch"
     with pytest.raises(ValueError, match="runs on the CPU, not on device 'meta'"):
         resolve_backend("llamacpp", "meta")
+    assert resolve_backend("auto", "cpu", torch_only=True) == "torch"
     monkeypatch.setattr(backends, "llamacpp_installed", lambda: False)
     assert resolve_backend("auto", "cpu") == "torch"
     with pytest.raises(ValueError, match=r"needs llama-cpp-python: pip install 'charter\[llamacpp"):
@@ -218,6 +227,63 @@ def test_load_engine_exports_once_per_checkpoint_content(checkpoint, tmp_path, t
     assert type(load_engine(checkpoint, "torch", cache_dir=tmp_path)) is Engine
 
 
+# ---- engine options ----
+
+
+def parse_engine_options(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_engine_arguments_become_load_engine_keywords():
+    args = parse_engine_options("--backend", "torch", "--dtype", "bf16", "--compile", "--frozen")
+    assert args.backend == "torch"
+    assert engine_options(args) == {
+        "dtype": torch.bfloat16,
+        "compile": True,
+        "frozen": True,
+        "int8": False,
+    }
+    defaults = engine_options(parse_engine_options())
+    assert defaults == {"dtype": torch.float32, "compile": False, "frozen": False, "int8": False}
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "message"),
+    [
+        ("torch", {"frozen": True}, r"frozen \(--frozen\) .* needs compile \(--compile\)"),
+        ("llamacpp", {"compile": True}, r"are options of the torch backend"),
+        ("torch", {"int8": True, "device": "meta"}, r"int8 \(--int8\) runs on the CPU"),
+        ("llamacpp", {"dtype": torch.float64}, r"torch.float64 has no GGUF equivalent"),
+    ],
+)
+def test_engine_option_combinations_no_engine_runs_are_refused(
+    checkpoint, backend, options, message
+):
+    with pytest.raises(ValueError, match=message):
+        load_engine(checkpoint, backend, **options)
+
+
+def test_options_only_torch_has_make_auto_choose_torch(checkpoint, monkeypatch):
+    built = {}
+
+    def recording_engine(model, tokenizer, **options):
+        built.update(options)
+        return "engine"
+
+    monkeypatch.setattr(backends, "Engine", recording_engine)  # nothing compiles
+    assert load_engine(checkpoint, "auto", compile=True, frozen=True, max_len=32) == "engine"
+    assert built == {"max_batch_size": 8, "max_len": 32, "compile": True, "frozen": True}
+
+
+def test_int8_on_torch_quantises_every_linear_layer(checkpoint):
+    engine = load_engine(checkpoint, "torch", int8=True, dtype=torch.bfloat16)
+    linears = [m for m in engine.model.modules() if isinstance(m, torch.nn.Linear | Int8Linear)]
+    assert linears and all(isinstance(m, Int8Linear) for m in linears)
+    assert engine.generate([[5, 6, 7]], GREEDY)[0].stop_reason in (MAX_TOKENS, END_TURN)
+
+
 # ---- --backend in the commands ----
 
 
@@ -231,7 +297,7 @@ def test_generate_with_either_backend_prints_the_same_greedy_text(checkpoint, ca
 
 
 def test_served_llama_cpp_model_answers_as_the_pytorch_one(checkpoint):
-    options = dict(max_batch_size=2, max_waiting=2, context=64, dtype=torch.float32, device="cpu")
+    options = dict(max_batch_size=2, max_waiting=2, max_len=64, dtype=torch.float32, device="cpu")
     body = {
         "model": "m",
         "max_tokens": 8,
@@ -241,7 +307,7 @@ def test_served_llama_cpp_model_answers_as_the_pytorch_one(checkpoint):
     answers = []
     for backend in ("torch", "llamacpp"):
         registry = Registry([load_served_model(f"m={checkpoint}", backend=backend, **options)])
-        assert isinstance(registry.get("m").worker.engine, LlamaCppEngine) == (
+        assert isinstance(registry.get("m").generator.engine, LlamaCppEngine) == (
             backend == "llamacpp"
         )
         try:

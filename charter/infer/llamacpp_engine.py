@@ -22,11 +22,12 @@ one sequence at a time).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,39 @@ class SequenceRows:
         lowest = index + int(np.argmin(self.seq_ids[index:]))
         self.move_row(lowest, index)
         return int(self.seq_ids[index])
+
+
+class LlamaCppLoadError(ValueError):
+    """A GGUF file llama.cpp would not load, or a context it could not create."""
+
+
+GGML_LOG_LEVEL_ERROR = 4  # ggml.h's `enum ggml_log_level` (llama-cpp-python's own map is older)
+
+
+@contextlib.contextmanager
+def _collected_errors(llama_cpp) -> Iterator[list[str]]:
+    """The error messages llama.cpp logs inside the block (and passes on as usual).
+    llama-cpp-python's log callback reads llama.cpp's errors as debug messages and drops them,
+    which left a refused file's reason unsaid."""
+    from llama_cpp._logger import llama_log_callback as passed_on
+
+    errors: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if level == GGML_LOG_LEVEL_ERROR:
+            errors.append(text.decode(errors="replace").strip())
+        passed_on(level, text, user_data)
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    try:
+        yield errors
+    finally:
+        llama_cpp.llama_log_set(passed_on, ctypes.c_void_p(0))
+
+
+def _reasons(errors: list[str]) -> str:
+    return "; ".join(errors) or "no reason logged"
 
 
 def _free(llama_cpp, model, context, batch) -> None:
@@ -108,11 +142,14 @@ class LlamaCppEngine(Engine):
                 f"{llama_cpp.llama_max_parallel_sequences()} parallel sequences"
             )
         llama_cpp.llama_backend_init()
-        model = llama_cpp.llama_model_load_from_file(
-            str(gguf_path).encode(), llama_cpp.llama_model_default_params()
-        )
+        with _collected_errors(llama_cpp) as errors:
+            model = llama_cpp.llama_model_load_from_file(
+                str(gguf_path).encode(), llama_cpp.llama_model_default_params()
+            )
         if not model:
-            raise ValueError(f"{gguf_path}: llama.cpp could not load this file (see its log)")
+            raise LlamaCppLoadError(
+                f"{gguf_path}: llama.cpp could not load this file ({_reasons(errors)})"
+            )
         trained = llama_cpp.llama_model_n_ctx_train(model)
         self.max_len = min(max_len or trained, trained)
         params = llama_cpp.llama_context_default_params()
@@ -128,10 +165,13 @@ class LlamaCppEngine(Engine):
         # Off, as in llama-cpp-python's `Llama`, so the two compare like for like (llama.cpp's
         # "auto" turns it on; on this CPU that decoded small models more slowly).
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        context = llama_cpp.llama_init_from_model(model, params)
+        with _collected_errors(llama_cpp) as errors:
+            context = llama_cpp.llama_init_from_model(model, params)
         if not context:
             llama_cpp.llama_model_free(model)
-            raise ValueError(f"{gguf_path}: llama.cpp could not create a context (see its log)")
+            raise LlamaCppLoadError(
+                f"{gguf_path}: llama.cpp could not create a context ({_reasons(errors)})"
+            )
         batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
         # numpy views of the batch's arrays, so filling a batch is a few slice assignments.
         view = lambda pointer: np.ctypeslib.as_array(pointer, shape=(params.n_batch,))  # noqa: E731

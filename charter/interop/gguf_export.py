@@ -5,10 +5,15 @@
 
 - metadata: the `llama.*` keys the importer reads, from `config.json`;
 - tokenizer: the vocabulary in id order with llama.cpp's token types (CONTROL for special added
-  tokens, USER_DEFINED for other added tokens), the pre-tokeniser's llama.cpp name (found by
-  matching the tokenizer's own pre-tokeniser against the importer's table, so every name we
-  write is one we read back), and merges, special token ids and chat template read by the `gguf`
-  package's `SpecialVocab`, as llama.cpp's own converter does;
+  tokens, USER_DEFINED for other added tokens), the pre-tokeniser's llama.cpp name, and merges,
+  special token ids and chat template read by the `gguf` package's `SpecialVocab`, as
+  llama.cpp's own converter does. llama.cpp's converter names a pre-tokeniser by hashing the
+  tokens of a test string, which identifies one published vocabulary, never a newly trained
+  one; so we match the tokenizer's pre-tokeniser itself against the importer's table, whose
+  names are all ones llama.cpp accepts (a test loads each in llama.cpp) and every one we write
+  is one we read back. Charter's own tokenizers (the Llama-3 split) get "llama-bpe", SmolLM2's
+  (digits split off, then GPT-2's split) "smollm", a plain byte-level BPE as `tokenizers` and
+  transformers make it (GPT-2's split) "gpt-2"; any other is refused, naming it;
 - tensors: renamed with gguf's HF↔GGUF name map, Q/K rows permuted into llama.cpp's RoPE order
   (`permute_rope_rows`, undone by the importer's `unpermute_rope_rows`), norms kept in F32 (as
   llama.cpp does), everything else in the chosen type.
@@ -136,10 +141,18 @@ def vocabulary(tokenizer: Tokenizer, vocab_size: int, source: Path) -> tuple[lis
     return tokens + [f"[PAD{i}]" for i in padding], types + [TokenType.UNUSED] * len(padding)
 
 
+def check_tokenizer(source: Path) -> Tokenizer:
+    """The tokenizer of checkpoint `source`, if llama.cpp can tokenise as it does; refused with
+    a `GGUFExportError` otherwise. Cheap: no weights are read."""
+    tokenizer = load_tokenizer(source)
+    check_byte_level_bpe(tokenizer, source)
+    pre_tokenizer_name(tokenizer, source)
+    return tokenizer
+
+
 def add_tokenizer(
     writer: gguf.GGUFWriter, tokenizer: Tokenizer, config: ModelConfig, source: Path
 ) -> None:
-    check_byte_level_bpe(tokenizer, source)
     tokens, types = vocabulary(tokenizer, config.vocab_size, source)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer, source))
@@ -215,8 +228,8 @@ def export_gguf(
     if dtype not in EXPORT_TYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(EXPORT_TYPES)}")
     source = resolve_directory(model_dir)
+    tokenizer = check_tokenizer(source)  # before the weights, so a refusal comes at once
     model = load_checkpoint(source)
-    tokenizer = load_tokenizer(source)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

@@ -86,8 +86,10 @@ def _llama3_split() -> pre_tokenizers.PreTokenizer:
     )
 
 
+# Each key is a name llama.cpp's llama-vocab.cpp accepts (GPT-2's own is "gpt-2"; "gpt2" is the
+# `tokenizer.ggml.model` of every byte-level BPE, and llama.cpp refuses it as a pre-tokeniser).
 PRE_TOKENIZERS = {
-    "gpt2": _gpt2_byte_level,
+    "gpt-2": _gpt2_byte_level,
     "smollm": _digits_then_gpt2,
     "starcoder": _digits_then_gpt2,
     "refact": _digits_then_gpt2,
