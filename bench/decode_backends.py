@@ -11,9 +11,11 @@ included), for:
   (`Engine(compile=True, frozen=True)`);
 - `charter torch int8 frozen` (only when asked for): the same with every linear layer in int8,
   weights and activations (`quantize_int8`; its cost in output: `bench/int8_quality.py`);
+  `charter torch int8` (only when asked for) the int8 model eagerly;
 - `charter llama.cpp`: Charter's engine on llama.cpp (`--backend llamacpp`: the checkpoint
   exported to a GGUF of `--gguf-dtype`, f32 by default with an f32 KV cache; f16 or bf16 weights
-  get an f16 KV cache, as in `load_engine`);
+  get an f16 KV cache, as in `load_engine`); `charter llama.cpp q8_0` (only when asked for) the
+  same on a q8_0 export (`--backend llamacpp --int8`), with the KV cache of `--gguf-dtype`;
 - `llama-cpp-python`: the same GGUF through llama-cpp-python's own `Llama.generate` with the same
   settings (threads, context, KV cache type) — the bar the llama.cpp backend is held to (≥ 0.9×
   at batch 1). It decodes one sequence at a time, so its batch 8 is eight sequences in turn;
@@ -60,8 +62,18 @@ from charter.tokenizer import Tokenizer
 RAW = "llama-cpp-python"
 ENGINES = ["charter torch", "charter torch compiled", "charter llama.cpp", RAW, "transformers"]
 HF_BF16 = "transformers bf16"  # not run unless named in --engines
-FROZEN_BF16 = "charter torch bf16 frozen"  # nor these (they compile for minutes)
+LLAMACPP_Q8 = "charter llama.cpp q8_0"  # nor these
+EAGER_INT8 = "charter torch int8"
+FROZEN_BF16 = "charter torch bf16 frozen"  # (these two compile for minutes)
 FROZEN_INT8 = "charter torch int8 frozen"
+# Charter's PyTorch engines: (precision, compile, frozen).
+TORCH_ENGINES = {
+    "charter torch": ("fp32", False, False),
+    "charter torch compiled": ("fp32", True, False),
+    EAGER_INT8: ("int8", False, False),
+    FROZEN_BF16: ("bf16", True, True),
+    FROZEN_INT8: ("int8", True, True),
+}
 # The dtype each precision loads in (int8: the linear layers' inputs and everything else).
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.bfloat16}
 TORCH_DTYPES = {name: dtype for dtype, name in GGUF_DTYPES.items()}  # "bf16" → torch.bfloat16
@@ -149,9 +161,8 @@ def contenders(
     tokenizer = load_tokenizer(directory)
     models: dict[str, Transformer] = {}  # one copy per precision, shared by the engines
     for name in engines:
-        if name.startswith("charter torch"):
-            frozen = name in (FROZEN_BF16, FROZEN_INT8)
-            precision = {FROZEN_BF16: "bf16", FROZEN_INT8: "int8"}.get(name, "fp32")
+        if name in TORCH_ENGINES:
+            precision, compile, frozen = TORCH_ENGINES[name]
             if precision not in models:
                 model = load_checkpoint(directory, dtype=PRECISION_DTYPES[precision])
                 models[precision] = quantize_int8(model) if precision == "int8" else model
@@ -161,10 +172,10 @@ def contenders(
                 max_batch_size=8,
                 max_len=context,
                 eos_token_ids=[],
-                compile=name != "charter torch",
+                compile=compile,
                 frozen=frozen,
             )
-        elif name == "charter llama.cpp":
+        elif name in ("charter llama.cpp", LLAMACPP_Q8):
             engine = load_engine(
                 directory,
                 "llamacpp",
@@ -173,6 +184,7 @@ def contenders(
                 n_threads=threads,
                 cache_dir=work / "gguf",
                 dtype=TORCH_DTYPES[gguf_dtype],
+                int8=name == LLAMACPP_Q8,
             )
             engine.eos_token_ids = set()  # every run decodes exactly the tokens asked for
         elif name == RAW:
@@ -242,10 +254,11 @@ def main(argv: list[str] | None = None) -> list[Result]:
         "--engines",
         nargs="+",
         default=ENGINES,
-        choices=[*ENGINES, HF_BF16, FROZEN_BF16, FROZEN_INT8],
+        choices=[*ENGINES, HF_BF16, LLAMACPP_Q8, EAGER_INT8, FROZEN_BF16, FROZEN_INT8],
     )
     parser.add_argument("--gguf-dtype", default="f32", choices=sorted(TORCH_DTYPES),
-                        help="weights of the GGUF both llama.cpp contenders run")  # fmt: skip
+                        help="weights of the GGUF that charter llama.cpp and llama-cpp-python "
+                        "run (and the KV cache of the q8_0 one)")  # fmt: skip
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)

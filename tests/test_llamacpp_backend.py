@@ -344,6 +344,7 @@ def test_smollm2_greedy_chat_equals_the_pytorch_engine(smollm2_dir):
 @pytest.mark.slow
 def test_decode_benchmark_measures_every_engine(tmp_path, capsys):
     engines = ["charter torch", "charter llama.cpp", "llama-cpp-python", "transformers"]
+    engines += ["charter llama.cpp q8_0", "charter torch int8"]
     argv = ["--models", "micro", "--engines", *engines, "--repeats", "2", "--new-tokens", "8"]
     results = load_bench("decode_backends").main([*argv, "--work", str(tmp_path)])
     assert [(r.batch, r.engine) for r in results] == [(b, e) for b in (1, 8) for e in engines]
