@@ -67,6 +67,8 @@ def straight_run(data, tmp_path_factory):
 def test_run_writes_metrics_checkpoints_and_learns(straight_run, capsys):
     rows = read_metrics(straight_run / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, 10))
+    fields = ["step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s"]
+    assert all(list(r) in (fields, [*fields, "val_loss", "val_bpb"]) for r in rows)
     evaluated = [r for r in rows if "val_loss" in r]
     assert [r["step"] for r in evaluated] == [3, 6, 9]
     assert all(r["val_bpb"] > 0 for r in evaluated)

@@ -6,10 +6,17 @@ rows at once, each row at its own position. Finished sequences leave at once and
 row moves into the hole, so the active rows are always `0..n-1` and a decode step is one batched
 forward over a contiguous slice. Sequences can join between any two steps: this is continuous
 batching, and `generate()` and the server run the same loop.
+
+An engine shares its model's weights (no copy) and keeps its cache for its life, so one built on
+a model being trained samples from the current weights after every optimizer step, with nothing
+rebuilt: what RL's rollouts need. Its forward passes run in eval mode and give a model in
+training mode its modes back afterwards (`eval_mode`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -68,6 +75,33 @@ class _Row:
         self.generator = request.params.make_generator(device)
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """`model` in eval mode, and every submodule back in its own mode afterwards. A model already
+    in eval mode (one being served) is left alone, at no cost."""
+    if not model.training:
+        yield
+        return
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _forward_pass(method: Callable) -> Callable:
+    """An engine method that runs the model: in inference mode, the model in eval mode."""
+
+    @functools.wraps(method)
+    def run(self: Engine, *args):
+        with torch.inference_mode(), eval_mode(self.model):
+            return method(self, *args)
+
+    return run
+
+
 class Engine:
     def __init__(
         self,
@@ -78,6 +112,7 @@ class Engine:
         eos_token_ids: Sequence[int] | None = None,
         compile: bool = False,
         frozen: bool = False,
+        follow_weights: bool = False,
     ) -> None:
         """`compile=True` compiles the decode step with torch.compile (dynamic batch size and
         length: one compilation serves batch 1, one every larger batch): it removes most of the
@@ -90,10 +125,20 @@ class Engine:
         about three times as fast as PyTorch's bf16 matrix-vector products. Compiling then
         takes minutes, and weights changed after it are not seen: for serving and evaluation,
         not for sampling from a model being trained. A model whose linear layers are in int8
-        (`quantize_int8`) runs them there as oneDNN's int8 products, half the bytes of bf16."""
+        (`quantize_int8`) runs them there as oneDNN's int8 products, half the bytes of bf16.
+
+        Otherwise (eager, or `compile` alone) the engine follows its model: every forward pass
+        reads the weights the model has then. `follow_weights=True` says the model will be
+        trained while the engine samples from it, and refuses a frozen engine, which would
+        silently sample from the weights it compiled. The model's modes are left as found."""
         if frozen and not compile:
             raise ValueError("frozen=True is a way of compiling: it needs compile=True")
-        self.model = model.eval()
+        if frozen and follow_weights:
+            raise ValueError(
+                "a frozen engine compiles the weights in and cannot follow a model being "
+                "trained: for follow_weights, use an eager engine or compile=True alone"
+            )
+        self.model = model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
         self.max_len = min(
@@ -159,7 +204,7 @@ class Engine:
 
     # ---- the forward passes (what a backend replaces) ----
 
-    @torch.inference_mode()
+    @_forward_pass
     def _prefill(self, prompt: list[int], index: int) -> torch.Tensor:
         """Logits (V,) of the token after `prompt`, whose keys and values fill row `index`."""
         self.cache.lengths[index] = 0
@@ -167,7 +212,7 @@ class Engine:
         hidden = self.model.hidden_states(ids, cache=self.cache, rows=slice(index, index + 1))
         return self.model.logits(hidden[:, -1])[0]
 
-    @torch.inference_mode()
+    @_forward_pass
     def _next_token_logits(self, last_tokens: list[int]) -> Sequence[torch.Tensor]:
         """Logits (V,) of the next token of each of rows 0…B-1 (here one (B, V) tensor), whose
         last tokens are `last_tokens`; each row's cache grows by one token."""

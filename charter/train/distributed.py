@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -36,6 +37,14 @@ class Distributed:
         t = torch.tensor(float(value), dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
         return float(t)
+
+    def all_gather_object(self, value: Any) -> list[Any]:
+        """Every rank's `value` (any picklable object), in rank order."""
+        if not self.enabled:
+            return [value]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, value)
+        return gathered
 
     def barrier(self) -> None:
         if self.enabled:

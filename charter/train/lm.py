@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from charter.checkpoint import load_checkpoint, write_checkpoint
 from charter.config import ModelConfig
 from charter.tokenizer import Tokenizer
+from charter.train.loop import MODEL, Models
 
 IGNORE = -100  # target id that contributes no loss (prompt tokens, padding)
 
@@ -31,14 +32,15 @@ class LMBatch:
 
 
 class LanguageModelTask:
-    """Base of the language-modelling tasks: subclasses supply the batches."""
+    """Base of the language-modelling tasks of one trained model (named `MODEL`): subclasses
+    supply the batches."""
 
     def __init__(self, config: ModelConfig, tokenizer: Tokenizer) -> None:
         self.config = config
         self.tokenizer = tokenizer
 
-    def loss(self, model: nn.Module, batch: LMBatch) -> Tensor:
-        logits = model(batch.input_ids)  # (B, T, V)
+    def loss(self, models: Models, batch: LMBatch) -> Tensor:
+        logits = models[MODEL](batch.input_ids)  # (B, T, V)
         return F.cross_entropy(
             logits.flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE, reduction="sum"
         )

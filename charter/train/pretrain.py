@@ -75,7 +75,7 @@ class PretrainTask(LanguageModelTask):
         start = int(self._epoch_order(epoch)[index]) * self.seq_len
         return self.train_tokens.read(start, self.seq_len + 1)
 
-    def train_batches(self, step, rank, world_size, batch_size, micro_batch_size):
+    def train_batches(self, step, rank, world_size, batch_size, micro_batch_size, models=None):
         per_rank = batch_size // world_size
         first = step * batch_size + rank * per_rank
         windows = [self._window(first + i) for i in range(per_rank)]

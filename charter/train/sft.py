@@ -106,7 +106,7 @@ class SFTTask(LanguageModelTask):
         chosen = self._epoch_order(epoch)[index * batch_size : (index + 1) * batch_size]
         return sorted(chosen.tolist(), key=lambda i: (len(self.examples[i].ids), i))
 
-    def train_batches(self, step, rank, world_size, batch_size, micro_batch_size):
+    def train_batches(self, step, rank, world_size, batch_size, micro_batch_size, models=None):
         per_rank = batch_size // world_size
         mine = self.global_batch(step, batch_size)[rank * per_rank : (rank + 1) * per_rank]
         return [

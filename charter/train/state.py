@@ -1,16 +1,20 @@
 """`training_state/` inside a checkpoint: everything besides the weights that exact resume needs.
 
     training_state/progress.json   step, tokens seen, best validation loss, the run's config
-    training_state/optimizer.pt    AdamW moments and step counts, keyed by parameter name
+    training_state/optimizer.pt    {trained model's name: its AdamW moments and step counts,
+                                   keyed by parameter name}
     training_state/rng.pt          torch's RNG states
+    training_state/task.pt         the task's own state, one entry per rank (tasks that have one)
 
-Data order needs no state of its own: batches are a pure function of (seed, step), so the
-step is the data cursor.
+Pretraining and SFT need no task state: their batches are a pure function of (seed, step), so
+the step is the data cursor. A task whose batches are sampled from the live model (rollouts)
+keeps its sampler's generator and any cursor in `task.pt`.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +25,42 @@ from charter.files import read_json, write_json
 STATE_DIR = "training_state"
 
 
-def save_training_state(
-    checkpoint_dir: Path, progress: dict[str, Any], optimizer_state: dict[str, Any]
-) -> None:
+@dataclass
+class TrainingState:
+    progress: dict[str, Any]
+    optimizers: dict[str, dict[str, Any]]  # by trained model's name
+    task: list[dict[str, Any]] | None  # by rank; None for a task without state
+
+
+def save_training_state(checkpoint_dir: Path, state: TrainingState) -> None:
     directory = checkpoint_dir / STATE_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "progress.json", progress)
-    torch.save(optimizer_state, directory / "optimizer.pt")
+    write_json(directory / "progress.json", state.progress)
+    torch.save(state.optimizers, directory / "optimizer.pt")
+    if state.task is not None:
+        torch.save(state.task, directory / "task.pt")
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, directory / "rng.pt")
 
 
-def load_training_state(checkpoint_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(progress, optimizer_state); restores the RNG states as a side effect."""
+def load_training_state(checkpoint_dir: Path) -> TrainingState:
+    """The saved state; restores torch's RNG states as a side effect."""
     directory = checkpoint_dir / STATE_DIR
     if not directory.is_dir():
         raise FileNotFoundError(f"{checkpoint_dir}: no {STATE_DIR}/ to resume from")
-    progress = read_json(directory / "progress.json")
-    optimizer_state = torch.load(directory / "optimizer.pt", weights_only=True)
+    task_path = directory / "task.pt"
+    state = TrainingState(
+        progress=read_json(directory / "progress.json"),
+        optimizers=torch.load(directory / "optimizer.pt", weights_only=True),
+        task=torch.load(task_path, weights_only=True) if task_path.exists() else None,
+    )
     rng = torch.load(directory / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return progress, optimizer_state
+    return state
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
