@@ -1,5 +1,6 @@
-"""Self-distillation: which prompts are used, what is kept and why, and how prompts are rendered;
-end to end through the CLI on a micro checkpoint."""
+"""Self-distillation: which prompts are used and what is kept and why (on scripted replies), how
+prompts are rendered and which the context cannot take (on a micro model), and end to end
+through the CLI on a micro checkpoint."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ from collections import Counter
 import torch
 
 from charter.chat import Conversation, Message, TextBlock, render_prompt
+from charter.chat_format import CharterFormat
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.data.distill import distill, question_key
 from charter.data.sft import SFTRecord, read_sft, write_sft
 from charter.infer.backends import load_engine
-from charter.infer.engine import END_TURN, MAX_TOKENS, Completion
+from charter.infer.engine import END_TURN, MAX_TOKENS, Engine
+from charter.infer.generator import TurnOptions
+from charter.infer.local import LocalGenerator
 from charter.infer.sampling import SamplingParams
+from charter.infer.spec import load_generator
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
+from tests.generator_helpers import ScriptedGenerator, recorded_jobs
 from tests.helpers import micro
 
 
@@ -26,21 +32,9 @@ def record(*turns: str, source: str | None = "corpus:trivia") -> SFTRecord:
     return SFTRecord(Conversation(messages), source=source, licence="BSD-3-Clause")
 
 
-class ScriptedEngine:
-    """Replies by question (the last one found in the decoded prompt), recording the prompts."""
-
-    def __init__(self, tokenizer, replies: dict[str, tuple[str, str]]) -> None:
-        self.tokenizer, self.replies, self.prompts = tokenizer, replies, []
-
-    def generate(self, prompts, params, progress=None):
-        self.prompts += prompts
-        completions = []
-        for ids in prompts:
-            text = self.tokenizer.decode(ids)
-            question = max(self.replies, key=lambda q: text.rfind(q))
-            reply, reason = self.replies[question]
-            completions.append(Completion(reply, [], reason, None, len(ids)))
-        return completions
+def by_question(replies: dict[str, tuple[str, str]]):
+    """A script that answers each request by its last user question."""
+    return lambda request: replies[request.conversation.messages[-1].content[0].text]
 
 
 REPLIES = {
@@ -61,13 +55,17 @@ RECORDS = [
 
 
 def test_keeps_complete_replies_and_counts_every_prompt_left_out(tokenizer):
-    engine = ScriptedEngine(tokenizer, REPLIES)
-    params = SamplingParams(max_new_tokens=32, temperature=0)
+    generator = ScriptedGenerator(CharterFormat(tokenizer), by_question(REPLIES))
+    options = TurnOptions(max_tokens=32, temperature=0)
     exclude = [record("Name a colour", "Blue")]
-    distilled, outcomes = distill(RECORDS, engine, params, exclude=exclude, source="smol")
+    distilled, outcomes = distill(RECORDS, generator, options, exclude=exclude, source="smol")
     assert outcomes == {"kept": 2, "duplicate": 1, "excluded": 1, "max_tokens": 1, "empty": 1}
     assert sum(outcomes.values()) == len(RECORDS)
-    assert len(engine.prompts) == 4  # duplicates and excluded questions are never generated
+    # Duplicates and excluded questions are never generated; the others with the options given.
+    assert [r.conversation for r in generator.requests] == [
+        RECORDS[i].prompt() for i in (0, 3, 4, 5)
+    ]
+    assert all(r.options is options for r in generator.requests)
     first, multi_turn = distilled
     assert first.conversation.messages[-1] == Message(
         "assistant", [TextBlock("Two plus two is four.")]
@@ -82,6 +80,17 @@ def test_keeps_complete_replies_and_counts_every_prompt_left_out(tokenizer):
     ]
 
 
+def test_prompts_longer_than_the_context_are_counted_as_too_long(tokenizer, monkeypatch):
+    torch.manual_seed(0)
+    engine = Engine(Transformer(micro()).eval(), tokenizer)  # 256 positions
+    records = [record("Why? " * 300, "Because."), record("Name a colour.", "Red.")]
+    with LocalGenerator(engine, "micro") as generator:
+        jobs = recorded_jobs(generator, monkeypatch)
+        _, outcomes = distill(records, generator, TurnOptions(max_tokens=4, temperature=0))
+    assert outcomes["too_long"] == 1 and sum(outcomes.values()) == 2
+    assert len(jobs) == 1  # the long prompt never reached the engine
+
+
 # A model's own template that differs from Charter's: ChatML without the empty think block.
 PLAIN_CHATML = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -89,22 +98,28 @@ PLAIN_CHATML = (
 )
 
 
-def test_prompts_in_charter_format_or_the_models_own_template(tokenizer):
+def test_prompts_in_the_models_own_template_unless_the_spec_says_charter(
+    tokenizer, tmp_path, monkeypatch
+):
     plain = Tokenizer(tokenizer.backend, {**tokenizer.config, "chat_template": PLAIN_CHATML})
-    params = SamplingParams(max_new_tokens=32, temperature=0)
+    torch.manual_seed(0)
+    model_dir = save_checkpoint(Transformer(micro()), tmp_path / "plain", plain)
     prompt = RECORDS[5].prompt()
     own = plain.encode(
         "<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\nHi, how are you?<|im_end|>\n"
         "<|im_start|>user\nAnd you?<|im_end|>\n<|im_start|>assistant\n"
     )
-    for own_template, expected in (
-        (False, render_prompt(prompt, plain, thinking=False)),
-        (True, own),
+    charter = render_prompt(prompt, plain, thinking=False)
+    assert own != charter
+    options = TurnOptions(max_tokens=4, temperature=0)
+    for spec, expected in (
+        (f"torch:{model_dir}", own),
+        (f"torch:{model_dir},format=charter", charter),
     ):
-        engine = ScriptedEngine(plain, REPLIES)
-        distill([RECORDS[5]], engine, params, own_template=own_template)
-        assert engine.prompts == [expected]
-    assert own != render_prompt(prompt, plain, thinking=False)
+        with load_generator(spec) as generator:
+            jobs = recorded_jobs(generator, monkeypatch)
+            distill([RECORDS[5]], generator, options)
+        assert [job.request.prompt_ids for job in jobs] == [expected]
 
 
 def test_question_key_ignores_case_spacing_and_end_punctuation():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from charter.chat import render_prompt
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.data.prompt_sets import (
@@ -35,19 +36,22 @@ from charter.eval.refusal import (
     LabelledResponse,
     ModelJudge,
     Verdict,
-    chat_responder,
     detect_refusal,
     detector_accuracy,
     format_report,
+    generator_responder,
     parse_judgement,
     read_labels,
     refusal_report,
     run_study,
 )
 from charter.infer.engine import Engine
+from charter.infer.generator import user_turn
+from charter.infer.local import LocalGenerator
 from charter.infer.sampling import SamplingParams
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
+from tests.generator_helpers import recorded_jobs
 from tests.helpers import micro
 
 REPO = Path(__file__).resolve().parents[1]
@@ -463,19 +467,40 @@ def test_the_shipped_hand_labels_give_the_documented_accuracy():
 # ---- on a model ----
 
 
-def test_chat_responder_renders_with_the_chat_template_and_decodes_greedily(tokenizer):
-    torch.manual_seed(0)
-    engine = Engine(Transformer(micro()), tokenizer, max_batch_size=2, max_len=256)
-    replies = chat_responder(engine, max_new_tokens=6)(["Hello", "How do I sort a list?"])
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "How do I sort a list?"}])
-    expected = engine.generate(
-        [tokenizer.encode(rendered)], SamplingParams(max_new_tokens=6, temperature=0)
-    )
-    assert replies[1] == expected[0].text
+# A model's own template that differs from Charter's: ChatML without the empty think block.
+PLAIN_CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{{ '<|im_start|>assistant\n' }}"
+)
 
-    engine.tokenizer = Tokenizer(tokenizer.backend, {**tokenizer.config, "chat_template": None})
+
+def test_generator_responder_renders_with_the_chat_template_and_decodes_greedily(
+    tokenizer, monkeypatch
+):
+    plain = Tokenizer(tokenizer.backend, {**tokenizer.config, "chat_template": PLAIN_CHATML})
+    torch.manual_seed(0)
+    model = Transformer(micro()).eval()
+    question = "How do I sort a list?"
+    rendered = plain.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True
+    )
+    expected = Engine(model, plain).generate(
+        [plain.encode(rendered)], SamplingParams(max_new_tokens=6, temperature=0)
+    )
+    engine = Engine(model, plain, max_batch_size=2, max_len=256)
+    with LocalGenerator(engine, "micro") as generator:
+        jobs = recorded_jobs(generator, monkeypatch)
+        respond = generator_responder(generator, max_new_tokens=6)
+        replies = respond(["Hello", question])
+    # The model's own template (no empty think block), not Charter's format.
+    prompt = jobs[1].request.prompt_ids
+    assert prompt == plain.encode(rendered)
+    assert prompt != render_prompt(user_turn(question).conversation, plain, thinking=False)
+    assert replies[1] == expected[0].text  # greedy (sampling at temperature 1 differs here)
+
+    no_template = Tokenizer(tokenizer.backend, {**tokenizer.config, "chat_template": None})
     with pytest.raises(ValueError, match="no chat template"):
-        chat_responder(engine, max_new_tokens=6)
+        LocalGenerator(Engine(model, no_template), "micro")
 
 
 def test_the_command_end_to_end_on_a_micro_model(tokenizer, data, tmp_path, capsys):
