@@ -32,7 +32,7 @@ from charter.infer.sampling import SamplingParams
 from charter.model import Transformer
 from charter.serve.registry import Registry, load_served_model
 from charter.tokenizer import Tokenizer
-from tests.helpers import micro
+from tests.helpers import load_bench, micro
 from tests.serve_helpers import running_server
 
 # A ChatML template of the kind imported instruct models carry (SmolLM2's shape: a default
@@ -260,3 +260,14 @@ def test_open_streams_the_blocks_generate_returns(generator):
     assert turn.content == generator.generate([greedy("stream me")])[0].content
     text = "".join(e.text for e in events if isinstance(e, chat.BlockDelta) and e.kind == "text")
     assert text == turn.text
+
+
+def test_the_overhead_benchmark_compares_equal_outputs(model, tokenizer, tmp_path, capsys):
+    directory = save_checkpoint(model, tmp_path / "m", tokenizer)
+    argv = ["--model", str(directory), "--backend", "torch", "--batch-size", "2"]
+    result = load_bench("generator_overhead").main(
+        [*argv, "--prompts", "3", "--max-tokens", "4", "--rounds", "2", "--context", "512"]
+    )
+    assert len(result["rates"]["engine"]) == len(result["rates"]["generator"]) == 2
+    assert result["ratio"] > 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("median over 2 rounds")

@@ -65,6 +65,8 @@ def distill(
     distilled = []
     for record, prompt, turn in zip(chosen.values(), prompts, turns, strict=True):
         if isinstance(turn, InvalidRequest):
+            if turn.field != "messages":  # not the context: the model cannot take the prompt
+                raise turn
             outcomes["too_long"] += 1
             continue
         reply = turn.text.strip()
