@@ -95,9 +95,9 @@ def _forward_pass(method: Callable) -> Callable:
     """An engine method that runs the model: in inference mode, the model in eval mode."""
 
     @functools.wraps(method)
-    def run(self: Engine, *args):
+    def run(self: Engine, *args, **kwargs):
         with torch.inference_mode(), eval_mode(self.model):
-            return method(self, *args)
+            return method(self, *args, **kwargs)
 
     return run
 
@@ -169,6 +169,19 @@ class Engine:
     @property
     def free_rows(self) -> int:
         return self.cache.batch_size - len(self.rows)
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.cache.batch_size
+
+    @property
+    def active_requests(self) -> list[GenerationRequest]:
+        """The requests holding a cache row, in row order."""
+        return [row.request for row in self.rows]
+
+    def drop_all(self) -> None:
+        """Forget every active request (after a failed step: their rows are free again)."""
+        self.rows.clear()
 
     # ---- the continuous-batching core ----
 
@@ -310,6 +323,31 @@ class Engine:
             for finished in self.run(requests):
                 bar.update(len(finished))
         return [r.completion for r in requests]
+
+    @_forward_pass
+    def token_logprobs(
+        self, sequences: Sequence[Sequence[int]], starts: Sequence[int], batch_size: int = 8
+    ) -> list[list[float]]:
+        """log p(token | the tokens before it) for the tokens of each sequence from its start
+        index on: one forward pass per batch, right-padded (causal attention leaves the real
+        tokens' logits untouched by padding after them)."""
+        scores = []
+        for first in range(0, len(sequences), batch_size):
+            chunk = [list(s) for s in sequences[first : first + batch_size]]
+            longest = max(len(s) for s in chunk)
+            ids = torch.zeros(len(chunk), longest, dtype=torch.long, device=self.device)
+            for i, sequence in enumerate(chunk):
+                ids[i, : len(sequence)] = torch.tensor(sequence)
+            logprobs = self.model(ids).float().log_softmax(-1)  # (B, T, V)
+            for i, (sequence, start) in enumerate(zip(chunk, starts[first:], strict=False)):
+                if not 0 < start < len(sequence):
+                    raise ValueError(
+                        f"score start {start} is outside the sequence (1…{len(sequence) - 1})"
+                    )
+                targets = ids[i, start : len(sequence)]  # (n,)
+                picked = logprobs[i, start - 1 : len(sequence) - 1].gather(-1, targets[:, None])
+                scores.append(picked[:, 0].tolist())
+        return scores
 
     def stream(self, prompt: Sequence[int], params: SamplingParams) -> Iterator[str]:
         """Text pieces of one completion as they become final."""

@@ -196,6 +196,11 @@ class LlamaCppEngine(Engine):
         # llama_decode costs more than the rest of the engine's step.
         self._logits_rows: dict[tuple[int, int], list[torch.Tensor]] = {}
 
+    def token_logprobs(self, sequences, starts, batch_size=8):
+        raise NotImplementedError(
+            "the llamacpp backend does not score given text; load the model on torch"
+        )
+
     def close(self) -> None:
         """Free llama.cpp's model, context and batch now (otherwise when garbage collected)."""
         self._close()
