@@ -133,12 +133,11 @@ class SFTTask(LanguageModelTask):
             return {}
         from charter.eval.sft_tasks import evaluate_model
 
-        report, _ = evaluate_model(
+        report = evaluate_model(
             unwrap(model),
             self.tokenizer,
             records,
             max_new_tokens=self.settings.generation_max_new_tokens,
-            progress=False,
         )
         return flatten_report(report)
 
