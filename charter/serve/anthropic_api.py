@@ -161,6 +161,11 @@ async def create_message(request: Request):
         raise invalid_request(
             f"must be less than max_tokens ({body.max_tokens})", "thinking.budget_tokens"
         )
+    if body.output_config is not None and body.output_config.format is not None:
+        raise invalid_request(
+            "structured outputs (an answer held to a JSON schema) are not supported",
+            "output_config.format",
+        )
     stream = await served.generator.open(TurnRequest(conversation_from_request(body), options))
     message_id = new_id("msg_")
     if body.stream:

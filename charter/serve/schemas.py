@@ -104,6 +104,15 @@ ThinkingConfig = Annotated[
 ]
 
 
+class OutputConfig(BaseModel):
+    """`effort` (how hard a Claude model works; Claude Code sends it) is accepted and changes
+    nothing here. `format` (structured outputs: an answer held to a JSON schema) is refused in
+    anthropic_api.py: the server cannot constrain decoding to a schema."""
+
+    effort: str | None = None
+    format: dict[str, Any] | None = None
+
+
 class CountTokensRequest(BaseModel):
     model: str
     messages: list[MessageParam] = Field(min_length=1)
@@ -120,6 +129,7 @@ class MessagesRequest(CountTokensRequest):
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
+    output_config: OutputConfig | None = None
 
 
 # ---- Anthropic Messages API: responses ----
