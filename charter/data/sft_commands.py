@@ -119,12 +119,47 @@ def cmd_sft_check(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_judge_sources(args: argparse.Namespace) -> None:
+    from charter.data import judge_data
+    from charter.eval.benign_qa import benign_qa_records
+    from charter.eval.refusal import REFUSED, detect_refusal
+
+    inputs = judge_data.JudgeInputs(
+        args.cache,
+        benign_qa_records(),
+        lambda text: detect_refusal(text).label == REFUSED,
+        args.hh,
+        args.xstest,
+        args.refusal_labels,
+        args.synthetic,
+    )
+    data = judge_data.assemble(judge_data.SOURCES, inputs)
+    paths = judge_data.write_judge_data(data, args.out)
+    print(judge_data.format_report(data.report()))
+    print(f"-> {', '.join(str(p) for p in paths.values())}")
+
+
 def register(verbs: argparse._SubParsersAction) -> None:
+    from charter.data import judge_data
     from charter.data.conversation_sources import RECIPES
     from charter.data.synthetic import SPLITS, TASKS
     from charter.infer.backends import add_engine_arguments
 
     data = verb_group(verbs, "data", help="obtain corpora and prepare token shards")
+
+    judge = data.add_parser(
+        "judge-sources", help="labelled data for the safety judge, train and held-out JSONL"
+    )
+    judge.add_argument("--cache", type=Path, default=Path("cache"), help="default: ./cache")
+    judge.add_argument("--out", type=Path, default=Path("cache/judge"), help="a directory")
+    for flag, default, what in (
+        ("--hh", judge_data.DEFAULT_HH, "HH-RLHF harmless comparisons"),
+        ("--xstest", judge_data.DEFAULT_XSTEST, "XSTest prompts (excluded)"),
+        ("--refusal-labels", judge_data.DEFAULT_REFUSAL_LABELS, "hand labels (excluded)"),
+    ):
+        judge.add_argument(flag, type=Path, default=default, help=f"{what}; default {default}")
+    judge.add_argument("--synthetic", type=int, default=1000, help="synthetic task prompts")
+    judge.set_defaults(func=cmd_judge_sources)
 
     synth = data.add_parser("sft-synth", help="write synthetic demonstrations as SFT JSONL")
     synth.add_argument("--out", required=True, type=Path)
