@@ -12,6 +12,8 @@ import torch
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.infer.engine import Engine
+from charter.infer.generator import user_turn
+from charter.infer.local import LocalGenerator
 from charter.infer.sampling import SamplingParams
 from charter.model import Transformer
 from tests.helpers import micro
@@ -76,13 +78,24 @@ def test_generate_prints_only_the_completion(checkpoint, tokenizer):
         text=True,
         check=True,
     )
-    messages = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hello"}]
-    prompt = tokenizer.encode(tokenizer.apply_chat_template(messages))
     from charter.checkpoint import load_checkpoint
 
     engine = Engine(load_checkpoint(checkpoint), tokenizer)
-    expected = engine.generate([prompt], SamplingParams(max_new_tokens=12, temperature=0))[0]
-    assert result.stdout == expected.text + "\n"
+    with LocalGenerator(engine, "micro") as generator:
+        request = user_turn("Hello", "Be kind.", max_tokens=12, temperature=0)
+        turn = generator.generate([request])[0]
+    assert result.stdout == turn.text + "\n"
+
+
+def test_generate_raw_prints_the_engines_plain_completion(checkpoint, tokenizer, capsys):
+    from charter.checkpoint import load_checkpoint
+
+    arguments = ["--prompt", "Hello", "--raw", "--temperature", "0", "--max-new-tokens", "12"]
+    main(["generate", "--model", str(checkpoint), "--backend", "torch", *arguments])
+    engine = Engine(load_checkpoint(checkpoint), tokenizer)
+    params = SamplingParams(max_new_tokens=12, temperature=0)
+    expected = engine.generate([tokenizer.encode("Hello")], params)[0]
+    assert expected.token_ids and capsys.readouterr().out == expected.text + "\n"
 
 
 def test_generate_raw_sends_plain_text(checkpoint, tokenizer, capsys):
