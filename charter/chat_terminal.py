@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from charter import chat
-from charter.chat_parser import BlockDelta
+from charter.chat.parse import BlockDelta
 from charter.infer.backends import add_engine_arguments, engine_options
 from charter.infer.generator import (
     CONTEXT_WINDOW,

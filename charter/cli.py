@@ -22,6 +22,7 @@ def log(message: str) -> None:
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from charter.chat import CHAT_TEMPLATE
     from charter.data.documents import python_docstrings, read_documents
     from charter.tokenizer import Tokenizer, bytes_per_token
 
@@ -37,7 +38,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
         f"training a {args.vocab_size}-token BPE on {len(train)} documents "
         f"({sum(len(t.encode()) for t in train) / 1e6:.2f} MB)"
     )
-    tokenizer = Tokenizer.train(train, vocab_size=args.vocab_size)
+    tokenizer = Tokenizer.train(train, vocab_size=args.vocab_size, chat_template=CHAT_TEMPLATE)
     tokenizer.save(args.out)
     ratio = bytes_per_token(tokenizer, held_out)
     print(f"vocab size: {tokenizer.vocab_size}")
@@ -84,7 +85,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 async def _stream_turn(generator, args: argparse.Namespace) -> None:
     """Print one assistant turn's text as it arrives."""
-    from charter.chat_parser import BlockDelta
+    from charter.chat.parse import BlockDelta
     from charter.infer.generator import user_turn
 
     request = user_turn(

@@ -19,7 +19,6 @@ import tokenizers
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 
-from charter.chat_template import CHAT_TEMPLATE
 from charter.files import read_json, write_json
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -31,9 +30,6 @@ LLAMA3_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-
-# ChatML with Charter's thinking toggle and tool section; it renders what charter.chat renders.
-CHATML_TEMPLATE = CHAT_TEMPLATE
 
 
 def byte_level_bpe(vocab_size: int) -> tuple[tokenizers.Tokenizer, trainers.BpeTrainer]:
@@ -65,7 +61,11 @@ class Tokenizer:
     # ---- construction ----
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int) -> Tokenizer:
+    def train(
+        cls, texts: Iterable[str], vocab_size: int, chat_template: str | None = None
+    ) -> Tokenizer:
+        """A BPE trained on `texts`; `chat_template` (a Jinja template, e.g. Charter's
+        `charter.chat.CHAT_TEMPLATE`) goes into its config for chat models."""
         if vocab_size < 256 + len(SPECIAL_TOKENS):
             raise ValueError(
                 f"vocab_size {vocab_size} is below the {256 + len(SPECIAL_TOKENS)} byte and special"
@@ -82,8 +82,9 @@ class Tokenizer:
             "additional_special_tokens": SPECIAL_TOKENS[1:],
             "clean_up_tokenization_spaces": False,
             "model_max_length": 1_000_000,
-            "chat_template": CHATML_TEMPLATE,
         }
+        if chat_template is not None:
+            config["chat_template"] = chat_template
         return cls(backend, config)
 
     @classmethod

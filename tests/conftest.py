@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from charter.chat import CHAT_TEMPLATE
 from charter.cli import main
 from charter.data.documents import python_docstrings
 from charter.interop.gguf_import import smollm2_gguf_path
@@ -23,7 +24,7 @@ def corpus() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tokenizer(corpus) -> Tokenizer:
-    return Tokenizer.train(corpus, vocab_size=512)
+    return Tokenizer.train(corpus, vocab_size=512, chat_template=CHAT_TEMPLATE)
 
 
 @pytest.fixture(scope="session")

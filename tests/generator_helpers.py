@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from charter.chat_format import ChatFormat
+from charter.chat.format import ChatFormat
 from charter.infer.generator import END_TURN, TOOL_USE, Generator, Turn, TurnRequest
 from charter.infer.local import LocalGenerator
 from tests.serve_helpers import ScriptedOutput

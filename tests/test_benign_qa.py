@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from charter.chat_format import CharterFormat
+from charter.chat.format import CharterFormat
 from charter.cli import main
 from charter.data.sft import read_sft
 from charter.data.synthetic import check

@@ -27,7 +27,7 @@ from charter.chat import (
     render,
     render_prompt,
 )
-from charter.chat_template import EMPTY_THINK
+from charter.chat.template import EMPTY_THINK
 from charter.tokenizer import IM_END, IM_START, Tokenizer, byte_level_bpe
 
 TAGS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<|")

@@ -9,7 +9,7 @@ from collections import Counter
 import torch
 
 from charter.chat import Conversation, Message, TextBlock, render_prompt
-from charter.chat_format import CharterFormat
+from charter.chat.format import CharterFormat
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.data.distill import distill, question_key

@@ -1,5 +1,5 @@
-"""The generation core below the Generator: the engine's hooks, the thinking budget, and the worker thread
-(continuous batching, the bounded queue, cancellation within one step, failures)."""
+"""The generation core below the Generator: the engine's hooks, the thinking budget, and the
+worker thread (continuous batching, the bounded queue, cancellation within one step, failures)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import time
 import pytest
 import torch
 
-from charter.chat_template import THINK_CLOSE
+from charter.chat.template import THINK_CLOSE
+from charter.infer.driver import ModelWorker, StreamingJob
 from charter.infer.engine import Engine, GenerationRequest
+from charter.infer.generator import Overloaded
 from charter.infer.sampling import SamplingParams
 from charter.infer.thinking import ThinkingBudget, force_token
 from charter.model import Transformer
-from charter.infer.driver import ModelWorker, StreamingJob
-from charter.infer.generator import Overloaded
 from tests.helpers import micro
 from tests.serve_helpers import ScriptedOutput, wait_for
 

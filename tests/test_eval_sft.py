@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from charter.chat import ThinkingBlock, ToolUseBlock, assistant_body, render_prompt
-from charter.chat_format import CharterFormat
-from charter.chat_template import THINK_CLOSE, THINK_END, THINK_PROMPT
+from charter.chat.format import CharterFormat
+from charter.chat.template import THINK_CLOSE, THINK_END, THINK_PROMPT
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.data.sft import read_sft, write_sft

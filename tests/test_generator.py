@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from charter import chat
-from charter.chat_format import CHARTER, TEMPLATE, CharterFormat, TemplateFormat, chat_format
-from charter.chat_template import EMPTY_THINK, THINK_PROMPT
+from charter.chat.format import CHARTER, TEMPLATE, CharterFormat, TemplateFormat, chat_format
+from charter.chat.template import EMPTY_THINK, THINK_PROMPT
 from charter.chat_terminal import ChatSession
 from charter.checkpoint import save_checkpoint
 from charter.cli import main

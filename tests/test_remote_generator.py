@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from charter import chat
-from charter.chat_parser import BlockDelta, BlockStart, BlockStop
+from charter.chat.parse import BlockDelta, BlockStart, BlockStop
 from charter.infer.generator import (
     InvalidRequest,
     Overloaded,

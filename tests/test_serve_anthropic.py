@@ -16,7 +16,7 @@ from anthropic.types import ErrorResponse, RawMessageStreamEvent
 from pydantic import TypeAdapter
 
 from charter import chat
-from charter.chat_template import EMPTY_THINK, THINK_PROMPT, tool_result
+from charter.chat.template import EMPTY_THINK, THINK_PROMPT, tool_result
 from tests.serve_helpers import (
     CONTEXT,
     Script,

@@ -20,7 +20,7 @@ import anthropic
 import httpx
 import pytest
 
-from charter.chat_template import EMPTY_THINK, THINK_PROMPT, tool_call, tool_result
+from charter.chat.template import EMPTY_THINK, THINK_PROMPT, tool_call, tool_result
 from tests.serve_helpers import Script, micro_registry, reply_ids, running_server
 
 KEY = "test-key"

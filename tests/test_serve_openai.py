@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from charter import chat
-from charter.chat_template import tool_result
+from charter.chat.template import tool_result
 from tests.serve_helpers import Script, micro_registry, raw_sse, reply_ids, running_server
 
 KEY = "openai-test-key"

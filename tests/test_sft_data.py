@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from charter.chat import Conversation, Message, TextBlock, ToolResultBlock, ToolUseBlock
-from charter.chat_template import EMPTY_THINK
+from charter.chat.template import EMPTY_THINK
 from charter.data.conversation_sources import (
     chatterbot,
     pod_inline,

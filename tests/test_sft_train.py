@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from charter.chat import Conversation, Message, TextBlock
-from charter.chat_template import CHAT_TEMPLATE
+from charter.chat.template import CHAT_TEMPLATE
 from charter.checkpoint import load_checkpoint, load_tokenizer, save_checkpoint
 from charter.cli import main
 from charter.data.sft import SFTRecord, to_training_example, write_sft

@@ -23,8 +23,8 @@ import jsonschema
 
 from charter import chat
 from charter.chat import Message, TextBlock, Tool, ToolResultBlock, ToolUseBlock
-from charter.chat_format import CharterFormat
-from charter.chat_template import TOOL_CALL_OPEN
+from charter.chat.format import CharterFormat
+from charter.chat.template import TOOL_CALL_OPEN
 from charter.data.sft import SFTRecord
 from charter.data.synthetic import calculate, check
 from charter.infer.engine import Engine

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from charter import chat
-from charter.chat_parser import Event
+from charter.chat.parse import Event
 from charter.infer.engine import CONTEXT_WINDOW, END_TURN, MAX_TOKENS, STOP_SEQUENCE
 
 # The stop reasons of the Messages API: the engine's four, and a turn that ends in tool calls.

@@ -26,9 +26,9 @@ from typing import Any
 from tqdm import tqdm
 
 from charter import chat
-from charter.chat_format import ChatFormat, FormatError, chat_format
-from charter.chat_parser import Event
-from charter.chat_template import TOOL_CALL_OPEN
+from charter.chat.format import ChatFormat, FormatError, chat_format
+from charter.chat.parse import Event
+from charter.chat.template import TOOL_CALL_OPEN
 from charter.infer.driver import BatchJob, Job, ModelWorker, StreamingJob
 from charter.infer.engine import Completion, Engine, GenerationRequest
 from charter.infer.generator import (

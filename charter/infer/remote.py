@@ -43,7 +43,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from tqdm import tqdm
 
 from charter import chat
-from charter.chat_parser import BlockDelta, BlockStart, BlockStop, Event
+from charter.chat.parse import BlockDelta, BlockStart, BlockStop, Event
 from charter.infer.generator import (
     ADAPTIVE,
     END_TURN,

@@ -94,7 +94,7 @@ def load_generator(
         spec = parse_model_spec(spec, default_backend=backend)
     name = name or spec.default_name
     if spec.is_local:
-        from charter.chat_format import chat_format
+        from charter.chat.format import chat_format
         from charter.infer.backends import load_engine
         from charter.infer.local import LocalGenerator
 

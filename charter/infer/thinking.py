@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import torch
 
-from charter.chat_template import THINK_CLOSE, THINK_END
+from charter.chat.template import THINK_CLOSE, THINK_END
 from charter.infer.sampling import best_token
 from charter.tokenizer import Tokenizer
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 from fastapi import APIRouter, Depends, Request
 
 from charter import chat
-from charter.chat_template import BLOCK_SEPARATOR
+from charter.chat.template import BLOCK_SEPARATOR
 from charter.infer.generator import ADAPTIVE, TurnOptions, TurnRequest, TurnStream
 from charter.serve.errors import ApiError, invalid_request
 from charter.serve.http import (

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from charter import chat
-from charter.chat_template import BLOCK_SEPARATOR
+from charter.chat.template import BLOCK_SEPARATOR
 from charter.infer.generator import (
     CONTEXT_WINDOW,
     MAX_TOKENS,

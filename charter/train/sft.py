@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charter.chat_template import CHAT_TEMPLATE
+from charter.chat.template import CHAT_TEMPLATE
 from charter.checkpoint import load_checkpoint, load_tokenizer
 from charter.data.sft import SFTRecord, read_sft, to_training_example
 from charter.train.distributed import init_distributed, unwrap

@@ -26,14 +26,14 @@ import string
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from charter.chat import (
+from charter.chat.messages import (
     TOOL_NAME_PATTERN,
     Block,
     TextBlock,
     ThinkingBlock,
     ToolUseBlock,
 )
-from charter.chat_template import THINK_CLOSE, THINK_OPEN, TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from charter.chat.template import THINK_CLOSE, THINK_OPEN, TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 

@@ -21,8 +21,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from charter import chat
-from charter.chat_parser import AssistantParser, BlockDelta, BlockStart, BlockStop, Event
-from charter.chat_template import CHAT_TEMPLATE
+from charter.chat.parse import AssistantParser, BlockDelta, BlockStart, BlockStop, Event
+from charter.chat.template import CHAT_TEMPLATE
 from charter.tokenizer import Tokenizer
 
 CHARTER, TEMPLATE = "charter", "template"

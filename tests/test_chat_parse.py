@@ -25,7 +25,7 @@ from charter.chat import (
     assistant_opening,
     render,
 )
-from charter.chat_template import THINK_PROMPT
+from charter.chat.template import THINK_PROMPT
 from charter.tokenizer import IM_END
 from tests.test_chat import assistant_contents, assistant_runs
 
