@@ -26,7 +26,7 @@ from charter.model import Transformer
 from charter.tokenizer import Tokenizer
 from charter.train.distributed import Distributed
 from charter.train.loop import TrainConfig, train
-from charter.train.metrics import read_metrics
+from charter.metrics import read_metrics
 from charter.train.pretrain import DataSettings, PretrainTask
 
 

@@ -28,7 +28,7 @@ from transformers import LlamaForCausalLM
 from charter.checkpoint import save_checkpoint
 from charter.config import preset
 from charter.model import Transformer
-from charter.train.metrics import read_metrics
+from charter.metrics import read_metrics
 
 
 def step_throughput(tier: str, batch: int, seq_len: int, repeats: int) -> dict[str, float]:

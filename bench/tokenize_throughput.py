@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from charter.data.documents import python_docstrings, read_documents, write_documents
     from charter.data.prepare import batch_encoder, prepare
     from charter.tokenizer import Tokenizer
-    from charter.train.metrics import read_metrics
+    from charter.metrics import read_metrics
 
     default_corpora = Path("cache/corpora")
     if args.input:

@@ -10,12 +10,12 @@ continues where it stopped. Every artifact can be opened, inspected and reused b
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from charter.cli import log, main
+from charter.commands import main
+from charter.log import log
 
 CONFIGS = Path(__file__).parent / "configs"
 CORPUS_MIX = ["python-docs", "brown", "wordnet", "austen"]
@@ -155,33 +155,3 @@ def run_stages(stages: list[Stage]) -> None:
         started = time.perf_counter()
         main(stage.command)
         log(f"{header}: finished in {time.perf_counter() - started:,.0f} s")
-
-
-def cmd_demo(args: argparse.Namespace) -> None:
-    stages = demo_stages(args.work, args.cache, args.sft_examples)
-    run_stages(stages)
-    tuned = args.work / "sft" / "final"
-    for prompt in SAMPLE_PROMPTS:
-        print(f"\n> {prompt}")
-        main(
-            [
-                "generate",
-                "--model",
-                str(tuned),
-                "--prompt",
-                prompt,
-                "--temperature",
-                "0",
-                "--max-new-tokens",
-                "80",
-            ]
-        )
-    print(f"\nartifacts in {args.work}; talk to the model: charter chat --model {tuned}")
-
-
-def register(verbs) -> None:
-    demo = verbs.add_parser("demo", help="run the whole pipeline on the embedded defaults")
-    demo.add_argument("--work", type=Path, default=Path("runs/demo"), help="artifacts go here")
-    demo.add_argument("--cache", type=Path, default=Path("cache"), help="downloads go here")
-    demo.add_argument("--sft-examples", type=int, default=4000)
-    demo.set_defaults(func=cmd_demo)

@@ -7,12 +7,13 @@ import pytest
 from charter.chat.format import CharterFormat
 from charter.cli import main
 from charter.data.sft import read_sft
-from charter.data.synthetic import check
 from charter.eval.benign_qa import QUESTIONS, TASK, benign_qa_records
 from charter.eval.sft_tasks import evaluate
 from charter.infer.engine import Engine
 from charter.infer.generator import InvalidRequest, TurnOptions, TurnRequest
 from charter.infer.local import LocalGenerator
+from charter.infer.torch_backend import TorchBackend
+from charter.tasks.checks import check
 from charter.tokenizer import Tokenizer
 from tests.generator_helpers import ScriptedGenerator
 
@@ -56,7 +57,7 @@ def test_an_imported_model_is_asked_in_its_own_template(tokenizer, micro_model):
     own = Tokenizer(tokenizer.backend, {**tokenizer.config, "chat_template": PLAIN_CHATML})
     record = benign_qa_records()[0]
     request = TurnRequest(record.prompt(), TurnOptions(max_tokens=4, temperature=0))
-    with LocalGenerator(Engine(micro_model, own, max_len=256), "own") as generator:
+    with LocalGenerator(Engine(TorchBackend(micro_model, max_len=256), own), "own") as generator:
         prompt = generator.prompt_ids(request)
         messages = [{"role": "user", "content": QUESTIONS[0][0]}]
         assert prompt == own.encode(own.apply_chat_template(messages))

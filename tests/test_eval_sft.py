@@ -15,12 +15,14 @@ from charter.chat.template import THINK_CLOSE, THINK_END, THINK_PROMPT
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.data.sft import read_sft, write_sft
-from charter.data.synthetic import CALCULATOR, TASKS, generate
-from charter.eval.sft_tasks import evaluate, evaluate_model, run_tool, tool_call_is_valid
+from charter.data.synthetic import TASKS, generate
+from charter.eval.sft_tasks import evaluate, evaluate_model
 from charter.infer.engine import Engine
 from charter.infer.generator import InvalidRequest, Turn
 from charter.infer.local import LocalGenerator
+from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
+from charter.tasks.tools import CALCULATOR, run_tool, tool_call_is_valid
 from tests.generator_helpers import ScriptedGenerator, recorded_jobs
 from tests.helpers import micro
 from tests.serve_helpers import reply_ids
@@ -141,7 +143,7 @@ def micro_checkpoint(tokenizer, tmp_path_factory):
 
 def test_a_think_block_the_model_would_leave_open_is_closed(tokenizer, monkeypatch):
     torch.manual_seed(0)
-    engine = Engine(Transformer(micro()).eval(), tokenizer)
+    engine = Engine(TorchBackend(Transformer(micro()).eval()), tokenizer)
     record = next(r for r in generate("heldout", 8, seed=2) if not r.conversation.tools)
     with LocalGenerator(engine, "micro") as generator:
         # The model would end its turn at once: its first token is <|im_end|>.
@@ -170,7 +172,7 @@ def test_end_to_end_on_a_micro_model(tokenizer, micro_checkpoint, tmp_path, caps
         assert result["context_exceeded"] == 1
 
     # The same evaluation on a generator of the model: every turn within its token limit.
-    with LocalGenerator(Engine(model, tokenizer), "micro") as generator:
+    with LocalGenerator(Engine(TorchBackend(model), tokenizer), "micro") as generator:
         turns = []
         generate_turns = generator.generate
 

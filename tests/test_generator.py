@@ -14,7 +14,6 @@ import torch
 from charter import chat
 from charter.chat.format import CHARTER, TEMPLATE, CharterFormat, TemplateFormat, chat_format
 from charter.chat.template import EMPTY_THINK, THINK_PROMPT
-from charter.chat_terminal import ChatSession
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.eval.refusal import generator_responder
@@ -29,8 +28,10 @@ from charter.infer.generator import (
 )
 from charter.infer.local import LocalGenerator
 from charter.infer.sampling import SamplingParams
+from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
 from charter.serve.registry import Registry, load_served_model
+from charter.terminal import ChatSession
 from charter.tokenizer import Tokenizer
 from tests.helpers import load_bench, micro
 from tests.serve_helpers import running_server
@@ -58,7 +59,9 @@ def own_tokenizer(tokenizer) -> Tokenizer:
 
 @pytest.fixture
 def generator(model, tokenizer):
-    with LocalGenerator(Engine(model, tokenizer, max_batch_size=4, max_len=512), "m") as g:
+    with LocalGenerator(
+        Engine(TorchBackend(model, max_batch_size=4, max_len=512), tokenizer), "m"
+    ) as g:
         yield g
 
 
@@ -92,7 +95,9 @@ def test_a_template_prompt_is_the_templates_text_with_content_kept_as_text(own_t
 
 
 def test_a_template_format_refuses_what_it_cannot_hold(own_tokenizer, model):
-    with LocalGenerator(Engine(model, own_tokenizer, max_len=256), "own") as generator:
+    with LocalGenerator(
+        Engine(TorchBackend(model, max_len=256), own_tokenizer), "own"
+    ) as generator:
         with pytest.raises(InvalidRequest, match="thinking: .*no thinking block") as raised:
             generator.prepare(greedy("hi", thinking_budget=4))
         assert raised.value.field == "thinking"
@@ -111,7 +116,7 @@ def test_a_template_format_refuses_what_it_cannot_hold(own_tokenizer, model):
 def test_a_batch_equals_the_engines_own_greedy_completions(generator, model, tokenizer):
     requests = [greedy(text) for text in ("one", "two words", "three more words", "4", "five")]
     turns = generator.generate(requests)
-    engine = Engine(model, tokenizer, max_batch_size=1, max_len=256)
+    engine = Engine(TorchBackend(model, max_batch_size=1, max_len=256), tokenizer)
     params = SamplingParams(max_new_tokens=8, temperature=0)
     for request, turn in zip(requests, turns, strict=True):
         completion = engine.generate([generator.prompt_ids(request)], params)[0]
@@ -209,7 +214,7 @@ def test_server_generate_chat_and_evaluation_send_the_same_prompt(
     finally:
         registry.stop()
     # charter chat, and the refusal evaluation's responder
-    with LocalGenerator(Engine(model, chosen, max_len=256), "m") as generator:
+    with LocalGenerator(Engine(TorchBackend(model, max_len=256), chosen), "m") as generator:
         ChatSession(generator, max_new_tokens=2).reply(question, io.StringIO(), io.StringIO())
         generator_responder(generator, max_new_tokens=2)([question])
     assert len(prompts) == 4
@@ -244,7 +249,7 @@ def test_the_server_accepts_adaptive_thinking_as_claude_code_sends_it(model, tok
         registry.stop()
     # A thinking format: the turn starts inside a think block (the micro model then writes
     # whatever it writes), and the prompt is the thinking prompt.
-    generator = LocalGenerator(Engine(model, tokenizer, max_len=256), "m")
+    generator = LocalGenerator(Engine(TorchBackend(model, max_len=256), tokenizer), "m")
     request = greedy("hello", max_tokens=12, thinking_budget=ADAPTIVE)
     assert counted.input_tokens == message.usage.input_tokens == len(generator.prompt_ids(request))
     assert message.stop_reason in ("end_turn", "max_tokens")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from charter import pipeline
-from charter.cli import build_parser
+from charter.commands import build_parser
 from charter.pipeline import CONFIGS, Stage, demo_stages, run_stages
 from charter.train.loop import TrainConfig
 from charter.train.settings import fill, load_settings

@@ -15,7 +15,7 @@ import torch
 from charter.checkpoint import load_checkpoint
 from charter.cli import main
 from charter.data.prepare import prepare
-from charter.train.metrics import read_metrics
+from charter.metrics import read_metrics
 
 SETTINGS = [
     "model.preset=micro",

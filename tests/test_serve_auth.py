@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from charter.serve.auth import KeyChecker, RateLimiter, collect_keys, is_loopback, read_key_file
+from charter.network import is_loopback
+from charter.serve.auth import KeyChecker, RateLimiter, collect_keys, read_key_file
 from charter.serve.errors import ApiError, field_path, from_validation_error
 from charter.serve.schemas import MessagesRequest
 

@@ -15,9 +15,10 @@ from charter.data.sft import SFTRecord, to_training_example, write_sft
 from charter.data.synthetic import generate
 from charter.infer.engine import Engine
 from charter.infer.sampling import SamplingParams
+from charter.infer.torch_backend import TorchBackend
+from charter.metrics import read_metrics
 from charter.model import Transformer
 from charter.train.lm import IGNORE
-from charter.train.metrics import read_metrics
 from charter.train.sft import SFTSettings, SFTTask, collate, render_examples
 from tests.helpers import micro
 
@@ -113,7 +114,7 @@ def test_sft_teaches_the_demonstrated_answer_and_resumes_exactly(base, tokenizer
     from charter.chat import render_prompt
 
     prompt = render_prompt(question, tokenizer, thinking=False)
-    engine = Engine(load_checkpoint(tuned), tokenizer)
+    engine = Engine(TorchBackend(load_checkpoint(tuned)), tokenizer)
     completion = engine.generate([prompt], SamplingParams(max_new_tokens=30, temperature=0))[0]
     assert completion.text == answer and completion.stop_reason == "end_turn"
 

@@ -12,12 +12,12 @@ from charter.data.sft import record_from_dict
 from charter.data.synthetic import (
     FALLBACK_GLOSSARY,
     TASKS,
-    calculate,
-    check,
     generate,
     split_glossary,
     wordnet_glossary,
 )
+from charter.tasks.checks import CHECKS, check
+from charter.tasks.tools import calculate
 
 
 def final_text(record) -> str:
@@ -161,3 +161,9 @@ def test_unknown_task_and_split_are_errors():
         generate("train", 1, tasks=["poetry"])
     with pytest.raises(ValueError, match="split must be one of"):
         generate("test", 1)
+
+
+def test_every_synthetic_task_has_a_checker():
+    assert set(TASKS) <= set(CHECKS)
+    with pytest.raises(ValueError, match="unknown task 'poetry'; the checkable tasks are"):
+        check("poetry", "a", "a")

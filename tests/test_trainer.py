@@ -18,11 +18,12 @@ from torch import nn
 from charter.checkpoint import load_checkpoint
 from charter.infer.engine import Engine
 from charter.infer.sampling import SamplingParams
+from charter.infer.torch_backend import TorchBackend
+from charter.metrics import read_metrics
 from charter.model import Transformer
 from charter.train.distributed import Distributed, unwrap
 from charter.train.lm import IGNORE, LanguageModelTask, LMBatch
 from charter.train.loop import MODEL, TrainConfig, Trainer, train
-from charter.train.metrics import read_metrics
 from charter.train.models import TrainedModel
 from charter.train.optimizer import OptimizerSettings
 from tests.helpers import micro
@@ -44,7 +45,9 @@ class SelfSampledTask(LanguageModelTask):
         if self.engine is None:  # built once: it follows the weights from step to step
             model = unwrap(models[MODEL])
             self.engine = Engine(
-                model, self.tokenizer, batch_size, eos_token_ids=[], follow_weights=True
+                TorchBackend(model, max_batch_size=batch_size, follow_weights=True),
+                self.tokenizer,
+                eos_token_ids=[],
             )
         n = batch_size // world_size
         firsts = torch.randint(self.config.vocab_size, (n,), generator=self.generator).tolist()

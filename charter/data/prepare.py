@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,16 +39,13 @@ from charter.data.shards import (
     token_dtype,
 )
 from charter.files import replace_directory, temporary_sibling, write_json
+from charter.log import log
+from charter.metrics import MetricsLog
 from charter.tokenizer import ENDOFTEXT, Tokenizer
-from charter.train.metrics import MetricsLog
 
 WRITE_TOKENS = 1_000_000  # ids gathered before each write to the shards
 MAX_ERRORS_SHOWN = 20
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass

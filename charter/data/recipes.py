@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import warnings
 import zlib
@@ -33,14 +32,11 @@ from typing import Any
 from charter.data.cleaning import brown_to_prose, novel_chapters, wordnet_synsets
 from charter.data.documents import Document
 from charter.data.rst_prose import rst_to_prose, section_labels
+from charter.log import log
 
 
 class RecipeError(RuntimeError):
     """A client or package a recipe needs is missing, or a download failed."""
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ---- package clients ----

@@ -1,6 +1,7 @@
 """Synthetic demonstrations with checkable answers, for SFT and its held-out evaluation.
 
-Tasks (the `task` field of each record; `answer` is what `check` compares the final response to):
+Tasks (the `task` field of each record; `answer` is what its checker in `charter.tasks.checks`
+compares the final response to):
 
     arithmetic     two-step arithmetic, with the worked steps as thinking
     calculator     3-digit multiplication through a `calculator` tool call, result fed back
@@ -19,9 +20,7 @@ the records and removes it from the rest, so the model learns both sides of the 
 
 from __future__ import annotations
 
-import ast
 import json
-import operator
 import random
 import re
 import string
@@ -36,111 +35,13 @@ from charter.chat import (
     Message,
     TextBlock,
     ThinkingBlock,
-    Tool,
     ToolResultBlock,
     ToolUseBlock,
 )
 from charter.data.sft import SFTRecord, jsonl_lines
+from charter.tasks.tools import CALCULATOR
 
 SPLITS = ("train", "heldout")
-
-# ---- the calculator tool ----
-
-CALCULATOR = Tool(
-    "calculator",
-    "Evaluate an arithmetic expression exactly (+, -, *, /, parentheses).",
-    {
-        "type": "object",
-        "properties": {"expression": {"type": "string", "description": "e.g. 347 * 829"}},
-        "required": ["expression"],
-    },
-)
-
-_OPERATORS = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.USub: operator.neg,
-    ast.UAdd: operator.pos,
-}
-
-
-def calculate(expression: str) -> str:
-    """The value of an arithmetic expression, as text ("287663", "2.5"). Only numbers, the four
-    operations and parentheses are allowed; anything else is a ValueError naming it."""
-    try:
-        tree = ast.parse(expression.replace("×", "*").replace("x", "*"), mode="eval")
-    except SyntaxError as e:
-        raise ValueError(f"not an arithmetic expression: {expression!r}") from e
-
-    def value(node: ast.AST) -> float:
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-            return _OPERATORS[type(node.op)](value(node.left), value(node.right))
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
-            return _OPERATORS[type(node.op)](value(node.operand))
-        raise ValueError(f"unsupported in an arithmetic expression: {ast.unparse(node)!r}")
-
-    try:
-        result = value(tree.body)
-    except ZeroDivisionError as e:
-        raise ValueError("division by zero") from e
-    if isinstance(result, float) and result.is_integer():
-        result = int(result)
-    return str(round(result, 10) if isinstance(result, float) else result)
-
-
-# ---- checking answers ----
-
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def last_number(text: str) -> str | None:
-    numbers = _NUMBER.findall(text)
-    return numbers[-1].replace(",", "") if numbers else None
-
-
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().replace("\u2019", "'").split())
-
-
-def check_number(answer: str, response: str) -> bool:
-    return last_number(response) == answer
-
-
-def check_contains(answer: str, response: str) -> bool:
-    return _normalise(answer) in _normalise(response)
-
-
-def check_word(answer: str, response: str) -> bool:
-    """Exactly one word (quotes and final punctuation aside), equal to the answer."""
-    word = response.strip().strip("\"'").rstrip(".!").strip("\"'")
-    return " " not in word and word.lower() == answer.lower()
-
-
-def check_mention(answer: str, response: str) -> bool:
-    """The answer appears as a whole word (or number) in the response."""
-    return re.search(rf"(?<!\w){re.escape(answer.lower())}(?!\w)", response.lower()) is not None
-
-
-def bullet_items(text: str) -> list[str]:
-    return [line.strip()[2:].strip() for line in text.splitlines() if line.strip().startswith("- ")]
-
-
-def check_list(answer: str, response: str) -> bool:
-    expected = [_normalise(item) for item in bullet_items(answer)]
-    return [_normalise(item) for item in bullet_items(response)] == expected
-
-
-def check_json(answer: str, response: str) -> bool:
-    """The response is one JSON object (nothing else) equal to the answer's."""
-    try:
-        return json.loads(response.strip()) == json.loads(answer)
-    except json.JSONDecodeError:
-        return False
-
 
 # ---- building conversations ----
 
@@ -174,7 +75,6 @@ class Task:
     name: str
     templates: dict[str, list]  # split → prompt templates (disjoint between splits)
     build: Callable[[random.Random, object, list[tuple[str, str]]], tuple[Conversation, str]]
-    check: Callable[[str, str], bool]  # (answer, final response) → correct
 
 
 def _arithmetic(rng: random.Random, template: str, glossary) -> tuple[Conversation, str]:
@@ -423,7 +323,6 @@ TASKS = {
                 "heldout": ["Work out {expr}.", "Find the value of {expr}.", "How much is {expr}?"],
             },
             _arithmetic,
-            check_number,
         ),
         Task(
             "calculator",
@@ -441,7 +340,6 @@ TASKS = {
                 ],
             },
             _calculator,
-            check_number,
         ),
         Task(
             "units",
@@ -454,7 +352,6 @@ TASKS = {
                 "heldout": ["Express {n} {unit} in {target}.", "What is {n} {unit} in {target}?"],
             },
             _units,
-            check_number,
         ),
         Task(
             "definitions",
@@ -470,7 +367,6 @@ TASKS = {
                 ],
             },
             _definitions,
-            check_contains,
         ),
         Task(
             "format_list",
@@ -485,7 +381,6 @@ TASKS = {
                 ],
             },
             _format_list,
-            check_list,
         ),
         Task(
             "format_json",
@@ -501,7 +396,6 @@ TASKS = {
                 ],
             },
             _format_json,
-            check_json,
         ),
         Task(
             "format_word",
@@ -513,7 +407,6 @@ TASKS = {
                 "heldout": ['Reply with a single word: what is the antonym of "{word}"?'],
             },
             _format_word,
-            check_word,
         ),
         Task(
             "multi_turn",
@@ -534,21 +427,9 @@ TASKS = {
                 ),
             },
             _multi_turn,
-            check_mention,
         ),
     ]
 }
-
-
-# Evaluation sets that are not generated here but are scored the same way.
-OTHER_CHECKS = {"benign_qa": check_contains}  # charter.eval.benign_qa
-
-
-def check(task: str, answer: str, response: str) -> bool:
-    checkers = {name: t.check for name, t in TASKS.items()} | OTHER_CHECKS
-    if task not in checkers:
-        raise ValueError(f"unknown task {task!r}; the checkable tasks are {sorted(checkers)}")
-    return checkers[task](answer, response)
 
 
 # ---- definitions: WordNet glosses ----

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charter.train.metrics import read_metrics
+from charter.metrics import read_metrics
 
 
 def plot_metrics(
@@ -43,14 +43,3 @@ def plot_metrics(
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out)
     plt.close(figure)
-
-
-def register(verbs) -> None:
-    parser = verbs.add_parser("plot", help="plot a metric of one or more metrics.jsonl files")
-    parser.add_argument("metrics", nargs="+", type=Path)
-    parser.add_argument("--y", required=True, help="metric to plot, e.g. val_bpb")
-    parser.add_argument("--x", default="tokens", help="x axis (default: tokens)")
-    parser.add_argument("--label", nargs="*", help="one label per file")
-    parser.add_argument("--title")
-    parser.add_argument("--out", required=True, type=Path, help="PNG file")
-    parser.set_defaults(func=lambda a: plot_metrics(a.metrics, a.y, a.out, a.x, a.label, a.title))

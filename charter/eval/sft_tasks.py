@@ -15,28 +15,23 @@ is then checked against the record's answer. Reported, per thinking mode:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
 from charter import chat
-from charter.chat import Message, TextBlock, Tool, ToolResultBlock, ToolUseBlock
+from charter.chat import Message, TextBlock, ToolUseBlock
 from charter.chat.format import CharterFormat
 from charter.chat.template import TOOL_CALL_OPEN
 from charter.data.sft import SFTRecord
-from charter.data.synthetic import calculate, check
 from charter.infer.engine import Engine
 from charter.infer.generator import Generator, InvalidRequest, Turn, TurnOptions, TurnRequest
 from charter.infer.local import LocalGenerator
+from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
+from charter.tasks.checks import check
+from charter.tasks.tools import run_tool, tool_call_is_valid
 from charter.tokenizer import Tokenizer
-
-# The tools the evaluation can run: name → function of the call's input, returning the result.
-TOOL_FUNCTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "calculator": lambda tool_input: calculate(str(tool_input["expression"])),
-}
 
 
 @dataclass
@@ -66,28 +61,6 @@ class Attempt:
             "context_exceeded": self.context_exceeded,
             "completions": self.transcript,
         }
-
-
-def tool_call_is_valid(call: ToolUseBlock, tools: Sequence[Tool]) -> bool:
-    """The call names an offered tool and its input satisfies that tool's input schema."""
-    tool = next((t for t in tools if t.name == call.name), None)
-    if tool is None:
-        return False
-    try:
-        jsonschema.validate(call.input, tool.input_schema)
-    except jsonschema.ValidationError:
-        return False
-    return True
-
-
-def run_tool(call: ToolUseBlock, tools: Sequence[Tool]) -> ToolResultBlock:
-    """The result the model reads back: the tool's output, or an error it can react to."""
-    if not tool_call_is_valid(call, tools) or call.name not in TOOL_FUNCTIONS:
-        return ToolResultBlock(call.id, f"invalid call to tool {call.name!r}", is_error=True)
-    try:
-        return ToolResultBlock(call.id, TOOL_FUNCTIONS[call.name](call.input))
-    except ValueError as e:
-        return ToolResultBlock(call.id, str(e), is_error=True)
 
 
 def evaluate(
@@ -202,7 +175,7 @@ def evaluate_model(
     shorter): the prompts are short, and a full 8k-context cache for every row would cost
     gigabytes. The model's train/eval mode is restored afterwards."""
     was_training = model.training
-    engine = Engine(model, tokenizer, max_batch_size=batch_size, max_len=max_len)
+    engine = Engine(TorchBackend(model, max_batch_size=batch_size, max_len=max_len), tokenizer)
     try:
         with LocalGenerator(engine, "training", format=CharterFormat(tokenizer)) as generator:
             report, _ = evaluate(records, generator, progress=False, **options)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ipaddress
 import json
 import os
 import re
@@ -57,6 +56,7 @@ from charter.infer.generator import (
     TurnRequest,
     TurnStream,
 )
+from charter.network import is_loopback
 
 T = TypeVar("T")
 
@@ -93,20 +93,14 @@ def resolve_api_key(
         return key
     if key := os.environ.get(key_env, "").strip():
         return key
-    if base_url is not None and _is_loopback(base_url):
+    if base_url is not None and _is_loopback_url(base_url):
         return PLACEHOLDER_KEY
     where = base_url or "the default endpoint"
     raise ValueError(f"no API key for {where}: pass api_key, set ${key_env}, or give key_file")
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name other than localhost may resolve anywhere
-        return False
+def _is_loopback_url(url: str) -> bool:
+    return is_loopback(urlsplit(url).hostname or "")
 
 
 def _server_message(error: Exception) -> str:

@@ -24,7 +24,6 @@ leaves a partial file under the final name.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -249,28 +248,3 @@ def export_gguf(
         tmp.unlink(missing_ok=True)
         raise
     return out
-
-
-# ---- charter export gguf ----
-
-
-def cmd_export_gguf(args: argparse.Namespace) -> None:
-    out = export_gguf(args.model_dir, args.out, args.dtype)
-    print(f"exported {args.model_dir} as {args.dtype}: {out.stat().st_size / 1e6:.1f} MB")
-    print(f"saved: {out}")
-
-
-def register(verbs: argparse._SubParsersAction) -> None:
-    from charter.cli import verb_group
-
-    kinds = verb_group(verbs, "export", help="export a checkpoint for other runtimes")
-    to_gguf = kinds.add_parser("gguf", help="a GGUF file for llama.cpp")
-    to_gguf.add_argument("model_dir", type=Path, help="a checkpoint directory")
-    to_gguf.add_argument("--out", required=True, type=Path, help="the .gguf file to write")
-    to_gguf.add_argument(
-        "--dtype",
-        choices=list(EXPORT_TYPES),
-        default="f32",
-        help="type of the weight matrices (norms stay f32); default f32",
-    )
-    to_gguf.set_defaults(func=cmd_export_gguf)

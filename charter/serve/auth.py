@@ -12,7 +12,6 @@ Rate limits are token buckets, one per key (per client address when there are no
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 import threading
 import time
@@ -48,15 +47,6 @@ def collect_keys(
     if key_file is not None:
         keys += read_key_file(key_file)
     return keys
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name other than localhost may resolve anywhere
-        return False
 
 
 class KeyChecker:

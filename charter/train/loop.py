@@ -36,8 +36,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from charter.files import replace_directory, temporary_sibling
+from charter.metrics import MetricsLog
 from charter.train.distributed import Distributed, shutdown
-from charter.train.metrics import MetricsLog
 from charter.train.models import CheckpointFormat, RunModels, TrainedModel
 from charter.train.optimizer import OptimizerSettings
 from charter.train.state import (

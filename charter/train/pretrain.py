@@ -10,7 +10,6 @@ resume exact and lets every rank pick its share of a global batch without talkin
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ from charter.tokenizer import Tokenizer
 from charter.train.distributed import init_distributed
 from charter.train.lm import LanguageModelTask, LMBatch
 from charter.train.loop import TrainConfig, train_and_report
-from charter.train.settings import add_settings_arguments, fill, load_settings
+from charter.train.settings import fill
 
 
 @dataclass
@@ -109,8 +108,9 @@ def model_config(settings: ModelSettings, tokenizer: Tokenizer) -> ModelConfig:
     return config
 
 
-def run(args: argparse.Namespace) -> None:
-    settings = load_settings(args.config, args.set)
+def pretrain(data: Path, out: Path, settings: dict) -> None:
+    """Pretrain a new model on the token shards in `data` into run directory `out`, with
+    `settings` sections [model], [train] and [data] (`charter.train.settings`)."""
     unknown = set(settings) - {"model", "train", "data"}
     if unknown:
         raise ValueError(f"unknown settings section(s): {', '.join(sorted(unknown))}")
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> None:
     train_config = fill(TrainConfig, settings.get("train", {}), "train")
     data_settings = fill(DataSettings, settings.get("data", {}), "data")
 
-    shards = TokenShards(args.data, "train")
+    shards = TokenShards(data, "train")
     tokenizer = Tokenizer.load(shards.tokenizer_directory())
     config = model_config(model_settings, tokenizer)
     if data_settings.seq_len > config.max_position_embeddings:
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
     ctx = init_distributed()
     torch.manual_seed(train_config.seed)
     model = Transformer(config)
-    task = PretrainTask(Path(args.data), config, tokenizer, data_settings, train_config.seed)
+    task = PretrainTask(Path(data), config, tokenizer, data_settings, train_config.seed)
     if ctx.is_main:
         print(
             f"model: {model_settings.preset}, {sum(p.numel() for p in model.parameters()):,} "
@@ -137,12 +137,4 @@ def run(args: argparse.Namespace) -> None:
             f"tokens; settings {asdict(train_config)}",
             file=sys.stderr,
         )
-    train_and_report(model, task, train_config, args.out, ctx)
-
-
-def register(verbs) -> None:
-    parser = verbs.add_parser("pretrain", help="pretrain a model on prepared token shards")
-    parser.add_argument("--data", required=True, type=Path, help="`charter data prepare` output")
-    parser.add_argument("--out", required=True, type=Path, help="run directory")
-    add_settings_arguments(parser, "[model], [train], [data]", "train.steps=100 model.preset=mid")
-    parser.set_defaults(func=run)
+    train_and_report(model, task, train_config, out, ctx)

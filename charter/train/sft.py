@@ -11,9 +11,9 @@ similar lengths and little padding (length bucketing). Batch `k` is a pure funct
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,10 +24,11 @@ import torch
 from charter.chat.template import CHAT_TEMPLATE
 from charter.checkpoint import load_checkpoint, load_tokenizer
 from charter.data.sft import SFTRecord, read_sft, to_training_example
+from charter.tokenizer import Tokenizer
 from charter.train.distributed import init_distributed, unwrap
 from charter.train.lm import IGNORE, LanguageModelTask, LMBatch
 from charter.train.loop import TrainConfig, train_and_report
-from charter.train.settings import add_settings_arguments, fill, load_settings
+from charter.train.settings import fill
 
 
 @dataclass
@@ -75,6 +76,10 @@ def collate(examples: list[Example], pad_id: int) -> LMBatch:
     return LMBatch(inputs, targets)
 
 
+# (model, tokenizer, held-out records, max new tokens) → a report of metrics (nested dicts).
+GenerationEval = Callable[[torch.nn.Module, Tokenizer, list[SFTRecord], int], dict]
+
+
 class SFTTask(LanguageModelTask):
     def __init__(
         self,
@@ -85,10 +90,12 @@ class SFTTask(LanguageModelTask):
         heldout_records: list[SFTRecord],
         settings: SFTSettings,
         seed: int,
+        generation_eval: GenerationEval | None = None,
     ) -> None:
         super().__init__(model_config, tokenizer)
         self.examples, self.heldout, self.heldout_records = examples, heldout, heldout_records
         self.settings, self.seed = settings, seed
+        self.generation_eval = generation_eval
         self.pad_id = tokenizer.pad_token_id
 
     @lru_cache(maxsize=2)  # noqa: B019 (the task lives as long as the run)
@@ -127,17 +134,13 @@ class SFTTask(LanguageModelTask):
 
     def evaluate_generation(self, model: torch.nn.Module) -> dict[str, float]:
         """Held-out task accuracy (thinking off and on), tool-call validity: the numbers SFT is
-        for, measured by generating answers, not by the loss."""
+        for, measured by generating answers, not by the loss (`generation_eval`, given by the
+        caller: the evaluation lives above training)."""
         records = self.heldout_records[: self.settings.generation_eval_examples]
-        if not records:
+        if not records or self.generation_eval is None:
             return {}
-        from charter.eval.sft_tasks import evaluate_model
-
-        report = evaluate_model(
-            unwrap(model),
-            self.tokenizer,
-            records,
-            max_new_tokens=self.settings.generation_max_new_tokens,
+        report = self.generation_eval(
+            unwrap(model), self.tokenizer, records, self.settings.generation_max_new_tokens
         )
         return flatten_report(report)
 
@@ -162,41 +165,57 @@ def flatten_report(report: dict, prefix: str = "eval") -> dict[str, float]:
     return flat
 
 
-def run(args: argparse.Namespace) -> None:
-    settings = load_settings(args.config, args.set)
+def fine_tune(
+    base: Path,
+    data: Sequence[str | Path],
+    heldout: Sequence[str | Path],
+    out: Path,
+    settings: dict,
+    generation_eval: GenerationEval | None = None,
+) -> None:
+    """Fine-tune checkpoint `base` on the SFT JSONL files `data` into run directory `out`, with
+    `settings` sections [train] and [sft]; `heldout` files give the validation loss and, with
+    `generation_eval` and `sft.generation_eval_examples`, task metrics from generated answers."""
     unknown = set(settings) - {"train", "sft"}
     if unknown:
         raise ValueError(f"unknown settings section(s): {', '.join(sorted(unknown))}")
     train_config = fill(TrainConfig, {**SFT_DEFAULTS, **settings.get("train", {})}, "train")
     sft_settings = fill(SFTSettings, settings.get("sft", {}), "sft")
 
-    tokenizer = load_tokenizer(args.base)
+    tokenizer = load_tokenizer(base)
     tokenizer.config["chat_template"] = CHAT_TEMPLATE  # the format the model is now taught
-    records = list(read_sft(args.data))
-    heldout_records = list(read_sft(args.heldout)) if args.heldout else []
+    records = list(read_sft(data))
+    heldout_records = list(read_sft(heldout)) if heldout else []
     if not records:
-        raise ValueError("no demonstrations in --data")
+        raise ValueError("no demonstrations in the data files")
     examples, truncated = render_examples(records, tokenizer, sft_settings.max_seq_len)
-    heldout, _ = render_examples(heldout_records, tokenizer, sft_settings.max_seq_len)
+    heldout_examples, _ = render_examples(heldout_records, tokenizer, sft_settings.max_seq_len)
     ctx = init_distributed()
     torch.manual_seed(train_config.seed)
-    model = load_checkpoint(args.base)
+    model = load_checkpoint(base)
     freeze_lower_layers(model, sft_settings.freeze_layers)
     config = model.config
     config.eos_token_id = tokenizer.eos_token_ids
     task = SFTTask(
-        config, tokenizer, examples, heldout, heldout_records, sft_settings, train_config.seed
+        config,
+        tokenizer,
+        examples,
+        heldout_examples,
+        heldout_records,
+        sft_settings,
+        train_config.seed,
+        generation_eval,
     )
     if ctx.is_main:
         trained = sum(sum(e.loss_mask) for e in examples)
         print(
             f"{len(examples)} demonstrations ({trained:,} trained tokens; {truncated} truncated "
-            f"to {sft_settings.max_seq_len} tokens), {len(heldout)} held out; "
+            f"to {sft_settings.max_seq_len} tokens), {len(heldout_examples)} held out; "
             f"{train_config.steps * train_config.batch_size / len(examples):.2f} epochs; "
             f"settings {json.dumps(asdict(train_config))}",
             file=sys.stderr,
         )
-    train_and_report(model, task, train_config, args.out, ctx)
+    train_and_report(model, task, train_config, out, ctx)
 
 
 # Fine-tuning a trained model wants a small learning rate and a short warmup.
@@ -210,13 +229,3 @@ SFT_DEFAULTS = {
     "eval_every": 50,
     "save_every": 50,
 }
-
-
-def register(verbs) -> None:
-    parser = verbs.add_parser("sft", help="supervised fine-tuning on demonstrations")
-    parser.add_argument("--base", required=True, type=Path, help="the model to fine-tune")
-    parser.add_argument("--data", required=True, nargs="+", help="SFT JSONL files")
-    parser.add_argument("--heldout", nargs="*", help="held-out SFT JSONL (loss and task metrics)")
-    parser.add_argument("--out", required=True, type=Path, help="run directory")
-    add_settings_arguments(parser, "[train], [sft]", "train.steps=100 sft.max_seq_len=512")
-    parser.set_defaults(func=run)

@@ -43,10 +43,8 @@ def _report(out: Path, source: str | Path) -> None:
     print(f"saved: {out}")
 
 
-def register(verbs: argparse._SubParsersAction) -> None:
-    from charter.cli import verb_group
-
-    kinds = verb_group(verbs, "import", help="import a GGUF file or a Hugging Face Llama directory")
+def register(parser: argparse.ArgumentParser) -> None:
+    kinds = parser.add_subparsers(dest="import_verb", required=True)
 
     from_gguf = kinds.add_parser("gguf", help="a Llama GGUF file (llama.cpp's format)")
     from_gguf.add_argument("path", type=Path)

@@ -1,4 +1,4 @@
-"""`charter chat --model SPEC`: a multi-turn conversation with a model in the terminal.
+"""A multi-turn conversation with a model in the terminal (`charter chat --model SPEC`).
 
 Replies stream to stdout as the Generator releases text; the prompt marker and notices go to
 stderr, so `charter chat … > transcript.txt` keeps only the model's words. Lines starting with
@@ -8,7 +8,6 @@ stderr, so `charter chat … > transcript.txt` keeps only the model's words. Lin
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from typing import TextIO
 
 from charter import chat
 from charter.chat.parse import BlockDelta
-from charter.infer.backends import add_engine_arguments, engine_options
 from charter.infer.generator import (
     CONTEXT_WINDOW,
     MAX_TOKENS,
@@ -155,40 +153,3 @@ def chat_loop(session: ChatSession, stdin: TextIO, stdout: TextIO, stderr: TextI
                 return
             continue
         session.reply(line, stdout, stderr)
-
-
-def cmd_chat(args: argparse.Namespace) -> None:
-    from charter.infer.spec import load_generator
-
-    try:
-        temperature = SamplingParams(temperature=args.temperature).temperature
-        max_new_tokens = SamplingParams(max_new_tokens=args.max_new_tokens).max_new_tokens
-        try:
-            generator = load_generator(
-                args.model, backend=args.backend, max_batch_size=1, **engine_options(args)
-            )
-        except ValueError as e:
-            if "no chat template" in str(e):
-                raise SystemExit(
-                    f"{args.model} has no chat template; use `charter generate --raw` for plain "
-                    "text"
-                ) from e
-            raise
-        with generator:
-            session = ChatSession(generator, args.system, temperature, max_new_tokens)
-            print(f"chatting with {args.model}; /help lists commands", file=sys.stderr)
-            chat_loop(session, sys.stdin, sys.stdout, sys.stderr)
-    except KeyboardInterrupt:  # while loading
-        print(file=sys.stderr)
-
-
-def register(verbs: argparse._SubParsersAction) -> None:
-    chat_parser = verbs.add_parser("chat", help="chat with a model in the terminal")
-    chat_parser.add_argument(
-        "--model", required=True, help="a chat model: a checkpoint directory or model spec"
-    )
-    chat_parser.add_argument("--system", help="system prompt")
-    chat_parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    chat_parser.add_argument("--max-new-tokens", type=int, default=512)
-    add_engine_arguments(chat_parser)
-    chat_parser.set_defaults(func=cmd_chat)

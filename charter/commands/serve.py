@@ -4,13 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from charter.serve.auth import KEYS_VARIABLE, collect_keys, is_loopback
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from charter.log import log
+from charter.network import is_loopback
+from charter.serve.auth import KEYS_VARIABLE, collect_keys
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -58,12 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         registry.stop()
 
 
-def register(verbs: argparse._SubParsersAction) -> None:
+def register(serve: argparse.ArgumentParser) -> None:
     from charter.infer.backends import add_engine_arguments
 
-    serve = verbs.add_parser(
-        "serve", help="serve models over the Anthropic Messages API, OpenAI chat and a web chat"
-    )
     serve.add_argument(
         "--model",
         action="append",

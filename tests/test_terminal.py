@@ -14,13 +14,14 @@ import pytest
 import torch
 
 from charter.chat import Conversation, Message, conversation_to_dict
-from charter.chat_terminal import PROMPT, ChatSession, chat_loop
 from charter.checkpoint import load_checkpoint, save_checkpoint
 from charter.infer.engine import Engine
 from charter.infer.generator import Turn, user_turn
 from charter.infer.local import LocalGenerator
 from charter.infer.sampling import SamplingParams
+from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
+from charter.terminal import PROMPT, ChatSession, chat_loop
 from tests.helpers import micro
 from tests.serve_helpers import ScriptedOutput, reply_ids, wait_for
 
@@ -33,7 +34,7 @@ def checkpoint(tmp_path_factory, tokenizer):
 
 @pytest.fixture
 def session(checkpoint, tokenizer):
-    engine = Engine(load_checkpoint(checkpoint), tokenizer, max_batch_size=1)
+    engine = Engine(TorchBackend(load_checkpoint(checkpoint), max_batch_size=1), tokenizer)
     with LocalGenerator(engine, "micro") as generator:
         yield ChatSession(generator, temperature=0, max_new_tokens=6)
 
@@ -108,7 +109,7 @@ def test_every_turn_sees_the_whole_history(session, requests, tokenizer, script)
 
 def test_a_reply_is_the_engines_greedy_completion(session, requests, tokenizer):
     chat(session, "hello there\n")
-    fresh = Engine(session.generator.engine.model, tokenizer, max_batch_size=1)
+    fresh = Engine(TorchBackend(session.generator.engine.model, max_batch_size=1), tokenizer)
     params = SamplingParams(max_new_tokens=6, temperature=0)
     completion = fresh.generate([requests[0].prompt_ids], params)[0]
     assert requests[0].completion.token_ids == completion.token_ids != []
@@ -211,7 +212,7 @@ def test_end_of_input_exits_with_status_0_and_stdout_holds_only_replies(checkpoi
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    engine = Engine(load_checkpoint(checkpoint), tokenizer, max_batch_size=1)
+    engine = Engine(TorchBackend(load_checkpoint(checkpoint), max_batch_size=1), tokenizer)
     with LocalGenerator(engine, "micro") as generator:
         turn = generator.generate([user_turn("hi", "Be kind.", max_tokens=5, temperature=0)])[0]
     assert result.stdout == turn.text + "\n"
