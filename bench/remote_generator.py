@@ -23,8 +23,8 @@ from pathlib import Path
 
 from serve_load import API_KEY, PROMPTS, start_server, wait_until_up
 
+from charter.infer.anthropic_remote import AnthropicGenerator
 from charter.infer.generator import Generator, user_turn
-from charter.infer.remote import AnthropicGenerator
 from charter.infer.spec import load_generator
 
 

@@ -19,6 +19,7 @@ import torch
 
 from charter import chat
 from charter.chat.parse import BlockDelta, BlockStart, BlockStop
+from charter.infer.anthropic_remote import AnthropicGenerator
 from charter.infer.generator import (
     InvalidRequest,
     Overloaded,
@@ -28,7 +29,7 @@ from charter.infer.generator import (
     TurnRequest,
     user_turn,
 )
-from charter.infer.remote import AnthropicGenerator, OpenAIGenerator
+from charter.infer.openai_remote import OpenAIGenerator
 from tests.serve_helpers import (
     CONTEXT,
     Script,

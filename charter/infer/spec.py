@@ -101,7 +101,8 @@ def load_generator(
         engine = load_engine(spec.target, spec.kind, **engine_options)
         format = chat_format(engine.tokenizer, spec.options.get("format"))
         return LocalGenerator(engine, name, format=format, max_waiting=max_waiting)
-    from charter.infer import remote
+    from charter.infer.anthropic_remote import AnthropicGenerator
+    from charter.infer.openai_remote import OpenAIGenerator
 
     kwargs: dict[str, Any] = {"base_url": spec.base_url}
     if "concurrency" in spec.options:
@@ -112,7 +113,7 @@ def load_generator(
     for key in ("key_env", "key_file"):
         if key in spec.options:
             kwargs[key] = spec.options[key]
-    kind = remote.AnthropicGenerator if spec.kind == "anthropic" else remote.OpenAIGenerator
+    kind = AnthropicGenerator if spec.kind == "anthropic" else OpenAIGenerator
     generator = kind(spec.target, **kwargs)
     generator.name = name
     return generator
