@@ -5,10 +5,10 @@ in tokens/s (new tokens of all sequences over the wall time of the generation, p
 included), for:
 
 - `charter torch`: Charter's engine in PyTorch, eager;
-- `charter torch compiled`: the same with its compiled decode step (`Engine(compile=True)`);
+- `charter torch compiled`: the same with its compiled decode step (`TorchBackend(compile=True)`);
 - `charter torch bf16 frozen` (only when asked for): bf16 weights, the decode step compiled
   ahead of time (AOTInductor) with the weights frozen in and inductor's autotuned matrix kernels
-  (`Engine(compile=True, frozen=True)`);
+  (`TorchBackend(compile=True, frozen=True)`);
 - `charter torch int8 frozen` (only when asked for): the same with every linear layer in int8,
   weights and activations (`quantize_int8`; its cost in output: `bench/int8_quality.py`);
   `charter torch int8` (only when asked for) the int8 model eagerly;
@@ -55,6 +55,7 @@ from charter.data.documents import python_docstrings
 from charter.infer.backends import GGUF_DTYPES, cached_gguf, load_engine
 from charter.infer.engine import Engine
 from charter.infer.int8_linear import quantize_int8
+from charter.infer.torch_backend import TorchBackend
 from charter.interop.gguf_import import import_gguf, smollm2_gguf_path
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
@@ -167,13 +168,15 @@ def contenders(
                 model = load_checkpoint(directory, dtype=PRECISION_DTYPES[precision])
                 models[precision] = quantize_int8(model) if precision == "int8" else model
             engine = Engine(
-                models[precision],
+                TorchBackend(
+                    models[precision],
+                    max_batch_size=8,
+                    max_len=context,
+                    compile=compile,
+                    frozen=frozen,
+                ),
                 tokenizer,
-                max_batch_size=8,
-                max_len=context,
                 eos_token_ids=[],
-                compile=compile,
-                frozen=frozen,
             )
         elif name in ("charter llama.cpp", LLAMACPP_Q8):
             engine = load_engine(

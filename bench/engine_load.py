@@ -52,12 +52,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     prefill_seconds, steps = 0.0, []  # steps: (rows, seconds) of each decode step
     start = time.perf_counter()
     with tqdm(total=len(requests), unit="completion") as bar:
-        while waiting or engine.rows:
+        while waiting or engine.active_requests:
             admitted = time.perf_counter()
             while waiting and engine.free_rows:
                 engine.add(waiting.pop())
             stepped = time.perf_counter()
-            rows = len(engine.rows)
+            rows = len(engine.active_requests)
             bar.update(len(engine.step()))
             prefill_seconds += stepped - admitted
             steps.append((rows, time.perf_counter() - stepped))

@@ -1,10 +1,10 @@
 """Sampling from a model being trained: one engine that follows the weights against a new engine
 after every optimizer step.
 
-An RL loop generates from its policy between optimizer steps. `refresh`: one
-`Engine(follow_weights=True)`, built once, whose next generation after a step reads the new
-weights from the model it shares them with. `rebuild`: a new `Engine` on the model after every
-step (its KV cache allocated again, and with --compile its decode step compiled again). Each
+An RL loop generates from its policy between optimizer steps. `refresh`: one engine on
+`TorchBackend(model, follow_weights=True)`, built once, whose next generation after a step reads
+the new weights from the model it shares them with. `rebuild`: a new engine on the model after
+every step (its KV cache allocated again, and with --compile its decode step compiled again). Each
 round is one AdamW step on a random batch, then --prompts prompts of --prompt-len tokens generate
 --new-tokens tokens each, greedily. The two modes train identical copies of the model on the same
 batches, so their generations must match; they alternate which goes first in a round. Prints,
@@ -31,6 +31,7 @@ from charter.config import preset
 from charter.data.documents import python_docstrings
 from charter.infer.engine import Engine
 from charter.infer.sampling import SamplingParams
+from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
 from charter.train.optimizer import make_adamw
@@ -59,13 +60,15 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     prompts = torch.randint(config.vocab_size, (args.prompts, args.prompt_len)).tolist()
     greedy = SamplingParams(max_new_tokens=args.new_tokens, temperature=0)
     build = lambda model: Engine(  # noqa: E731
-        model,
+        TorchBackend(
+            model,
+            max_batch_size=args.prompts,
+            max_len=args.max_len,
+            compile=args.compile,
+            follow_weights=True,
+        ),
         tokenizer,
-        max_batch_size=args.prompts,
-        max_len=args.max_len,
         eos_token_ids=[],
-        compile=args.compile,
-        follow_weights=True,
     )
     following = build(models["refresh"])
     seconds: dict[str, list[float]] = {mode: [] for mode in models}

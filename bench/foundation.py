@@ -24,6 +24,7 @@ from charter.checkpoint import save_checkpoint
 from charter.config import flops_per_token, preset
 from charter.infer.engine import Engine
 from charter.infer.sampling import SamplingParams
+from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
 
@@ -122,12 +123,9 @@ def main() -> None:
     prompts = torch.randint(0, args.vocab_size, (8, 32)).tolist()
     for compiled in (False, True):
         engine = Engine(
-            charter.eval(),
+            TorchBackend(charter.eval(), max_batch_size=8, max_len=512, compile=compiled),
             tokenizer,
-            max_batch_size=8,
-            max_len=512,
             eos_token_ids=[],
-            compile=compiled,
         )
         charter_decode(engine, prompts[:1], 4)  # compile (or warm up) outside the timing
         charter_decode(engine, prompts, 4)

@@ -10,7 +10,7 @@ activations per token):
   are identical to fp32's, and at which token each other one first differs.
 
 Everything runs eagerly; with `--frozen`, also the int8 model's greedy answers from the frozen,
-compiled engine (`Engine(compile=True, frozen=True)`), whose int8 rounding noise is not the
+compiled engine (`TorchBackend(compile=True, frozen=True)`), whose int8 rounding noise is not the
 eager one's (its float parts differ slightly, and so does which int8 step an activation rounds
 to).
 
@@ -36,6 +36,7 @@ from charter.data.hh import import_hh
 from charter.infer.engine import Engine
 from charter.infer.int8_linear import quantize_int8
 from charter.infer.sampling import SamplingParams
+from charter.infer.torch_backend import TorchBackend
 from charter.interop.gguf_import import import_gguf, smollm2_gguf_path
 from charter.model import Transformer
 from charter.train.lm import IGNORE
@@ -115,12 +116,14 @@ def main(argv: list[str] | None = None) -> None:
         # The frozen step only decodes: no teacher-forced loss through it.
         loss = None if frozen else assistant_loss(model, examples, tokenizer.pad_token_id)
         engine = Engine(
-            model,
+            TorchBackend(
+                model,
+                max_batch_size=8,
+                max_len=args.max_tokens + args.new_tokens,
+                compile=frozen,
+                frozen=frozen,
+            ),
             tokenizer,
-            max_batch_size=8,
-            max_len=args.max_tokens + args.new_tokens,
-            compile=frozen,
-            frozen=frozen,
         )
         answers = [c.token_ids for c in engine.generate(prompts, params, progress="greedy")]
         reference = reference or answers

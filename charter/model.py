@@ -102,20 +102,20 @@ class KVCache:
 
 
 def decode_attention(
-    q: Tensor, keys: Tensor, values: Tensor, mask: Tensor, as_sums: bool | None = None
+    q: Tensor, keys: Tensor, values: Tensor, mask: Tensor, as_sums: bool = False
 ) -> Tensor:
     """Attention of one new token per row, q (B, H, 1, D), over keys/values (B, K, S, D).
 
     The same as `scaled_dot_product_attention`, written out because for a single query the
     fused CPU kernel costs more than a few small ops. Each KV head's G = H/K query heads attend
     together. The two products are either batched matmuls or, with `as_sums`, products and
-    sums; by default sums when compiling (inductor fuses them into a few loops, where each
-    batched matmul stays a library call: up to 5× slower in bf16 at one query) and matmuls
-    eagerly (where the sums are the slower ones); `bench/decode_attention.py` measures both.
+    sums: the same values in two forms, of which the caller picks the faster for how it runs
+    (`bench/decode_attention.py` measures both: eagerly the matmuls; compiled the sums, which
+    inductor fuses into a few loops where each batched matmul stays a library call, up to 5×
+    slower in bf16 at one query).
     """
     B, H, _, D = q.shape
     K, S = keys.shape[1], keys.shape[2]
-    as_sums = torch.compiler.is_compiling() if as_sums is None else as_sums
     if as_sums:
         scores = (q.view(B, K, H // K, 1, D) * keys[:, :, None]).sum(-1)  # (B, K, G, S)
     else:
@@ -148,6 +148,7 @@ class Attention(nn.Module):
         row_ids: Tensor | None = None,
         positions: Tensor | None = None,
         mask: Tensor | None = None,
+        as_sums: bool = False,
     ) -> Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
@@ -170,7 +171,7 @@ class Attention(nn.Module):
             S = mask.shape[-1]
             keys, values = cache_k[rows, :, :S], cache_v[rows, :, :S]  # (B, K, S, D)
             if T == 1:
-                out = decode_attention(q, keys, values, mask)
+                out = decode_attention(q, keys, values, mask, as_sums)
             else:
                 out = F.scaled_dot_product_attention(
                     q, keys, values, attn_mask=mask, enable_gqa=gqa
@@ -232,6 +233,7 @@ class Transformer(nn.Module):
         input_lengths: Tensor | None = None,
         attend_len: int | None = None,
         attention_mask: Tensor | None = None,
+        as_sums: bool = False,
     ) -> Tensor:
         """Final-norm hidden states (B, T, d) for `input_ids` (B, T).
 
@@ -242,7 +244,8 @@ class Transformer(nn.Module):
         row b of the batch is cache row `rows.start + b`: its tokens continue at position
         `cache.lengths` and, afterwards, the row's length grows by `input_lengths[b]` (default T;
         fewer for right-padded prompts, whose padding is written but never attended to: it lies
-        beyond the row's length and is overwritten by the next real token).
+        beyond the row's length and is overwritten by the next real token). `as_sums` picks the
+        form of a single query's attention over a cache (`decode_attention`).
         """
         B, T = input_ids.shape
         if cache is None and attention_mask is None:
@@ -277,7 +280,12 @@ class Transformer(nn.Module):
             # A query at position p sees cached keys at positions ≤ p: causal and per row.
             mask = torch.arange(S, device=input_ids.device) <= positions[..., None]  # (B, T, S)
             cache_args = dict(
-                cache=cache, rows=rows, row_ids=row_ids, positions=positions, mask=mask[:, None]
+                cache=cache,
+                rows=rows,
+                row_ids=row_ids,
+                positions=positions,
+                mask=mask[:, None],
+                as_sums=as_sums,
             )
         if cache is None:
             cos, sin = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
@@ -294,11 +302,14 @@ class Transformer(nn.Module):
     def logits(self, hidden: Tensor) -> Tensor:
         return self.lm_head(hidden)
 
-    def decode_step(self, last: Tensor, cache: KVCache, attend_len: int) -> Tensor:
+    def decode_step(
+        self, last: Tensor, cache: KVCache, attend_len: int, as_sums: bool = False
+    ) -> Tensor:
         """Logits (B, V) of the next token of cache rows 0…B-1, whose last tokens are `last`
-        (B, 1) and whose longest row attends to `attend_len` positions; each row grows by one."""
+        (B, 1) and whose longest row attends to `attend_len` positions; each row grows by one.
+        `as_sums`: the form of the attention (`decode_attention`)."""
         rows = slice(0, last.shape[0])
-        hidden = self.hidden_states(last, cache, rows, attend_len=attend_len)
+        hidden = self.hidden_states(last, cache, rows, attend_len=attend_len, as_sums=as_sums)
         return self.logits(hidden[:, -1])
 
     def forward(self, input_ids: Tensor, **cache_args) -> Tensor:

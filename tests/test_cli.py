@@ -15,6 +15,7 @@ from charter.infer.engine import Engine
 from charter.infer.generator import user_turn
 from charter.infer.local import LocalGenerator
 from charter.infer.sampling import SamplingParams
+from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
 from tests.helpers import micro
 
@@ -80,7 +81,7 @@ def test_generate_prints_only_the_completion(checkpoint, tokenizer):
     )
     from charter.checkpoint import load_checkpoint
 
-    engine = Engine(load_checkpoint(checkpoint), tokenizer)
+    engine = Engine(TorchBackend(load_checkpoint(checkpoint)), tokenizer)
     with LocalGenerator(engine, "micro") as generator:
         request = user_turn("Hello", "Be kind.", max_tokens=12, temperature=0)
         turn = generator.generate([request])[0]
@@ -92,7 +93,7 @@ def test_generate_raw_prints_the_engines_plain_completion(checkpoint, tokenizer,
 
     arguments = ["--prompt", "Hello", "--raw", "--temperature", "0", "--max-new-tokens", "12"]
     main(["generate", "--model", str(checkpoint), "--backend", "torch", *arguments])
-    engine = Engine(load_checkpoint(checkpoint), tokenizer)
+    engine = Engine(TorchBackend(load_checkpoint(checkpoint)), tokenizer)
     params = SamplingParams(max_new_tokens=12, temperature=0)
     expected = engine.generate([tokenizer.encode("Hello")], params)[0]
     assert expected.token_ids and capsys.readouterr().out == expected.text + "\n"
@@ -117,7 +118,7 @@ def test_generate_raw_sends_plain_text(checkpoint, tokenizer, capsys):
     )
     from charter.checkpoint import load_checkpoint
 
-    engine = Engine(load_checkpoint(checkpoint), tokenizer)
+    engine = Engine(TorchBackend(load_checkpoint(checkpoint)), tokenizer)
     expected = engine.generate(
         [tokenizer.encode("def f(x):")], SamplingParams(max_new_tokens=8, temperature=0)
     )[0]

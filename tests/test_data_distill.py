@@ -20,6 +20,7 @@ from charter.infer.generator import TurnOptions
 from charter.infer.local import LocalGenerator
 from charter.infer.sampling import SamplingParams
 from charter.infer.spec import load_generator
+from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
 from tests.generator_helpers import ScriptedGenerator, recorded_jobs
@@ -82,7 +83,7 @@ def test_keeps_complete_replies_and_counts_every_prompt_left_out(tokenizer):
 
 def test_prompts_longer_than_the_context_are_counted_as_too_long(tokenizer, monkeypatch):
     torch.manual_seed(0)
-    engine = Engine(Transformer(micro()).eval(), tokenizer)  # 256 positions
+    engine = Engine(TorchBackend(Transformer(micro()).eval()), tokenizer)  # 256 positions
     records = [record("Why? " * 300, "Because."), record("Name a colour.", "Red.")]
     with LocalGenerator(engine, "micro") as generator:
         jobs = recorded_jobs(generator, monkeypatch)

@@ -15,6 +15,7 @@ from charter.infer.engine import Engine, GenerationRequest
 from charter.infer.generator import Overloaded
 from charter.infer.sampling import SamplingParams
 from charter.infer.thinking import ThinkingBudget, force_token
+from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
 from tests.helpers import micro
 from tests.serve_helpers import ScriptedOutput, wait_for
@@ -42,7 +43,7 @@ def greedy(engine: Engine, prompt: list[int], n: int = 12) -> list[int]:
 
 
 def test_logits_processors_force_tokens_then_sampling_resumes(model, tokenizer):
-    engine = Engine(model, tokenizer, eos_token_ids=[])
+    engine = Engine(TorchBackend(model), tokenizer, eos_token_ids=[])
     forced = [300, 301, 302]
     request = GenerationRequest([5, 6, 7], GREEDY, logits_processors=[ScriptedOutput(forced)])
     list(engine.run([request]))
@@ -52,13 +53,13 @@ def test_logits_processors_force_tokens_then_sampling_resumes(model, tokenizer):
 
 
 def test_a_request_ending_on_its_first_token_is_returned_by_step(model, tokenizer):
-    first = greedy(Engine(model, tokenizer, eos_token_ids=[]), [9, 10], 1)[0]
-    engine = Engine(model, tokenizer, eos_token_ids=[first])
+    first = greedy(Engine(TorchBackend(model), tokenizer, eos_token_ids=[]), [9, 10], 1)[0]
+    engine = Engine(TorchBackend(model), tokenizer, eos_token_ids=[first])
     request = GenerationRequest([9, 10], GREEDY)
     engine.add(request)
     assert engine.step() == [request]
     assert request.completion.stop_reason == "end_turn" and request.completion.token_ids == []
-    assert engine.rows == []
+    assert engine.active_requests == []
 
 
 # ---- the thinking budget ----
@@ -119,7 +120,7 @@ def run(coroutine):
 @pytest.fixture
 def worker(model, tokenizer):
     worker = ModelWorker(
-        Engine(model, tokenizer, max_batch_size=2, eos_token_ids=[]), max_waiting=3
+        Engine(TorchBackend(model, max_batch_size=2), tokenizer, eos_token_ids=[]), max_waiting=3
     )
     worker.start()
     yield worker
@@ -145,7 +146,7 @@ def test_worker_batches_continuously_and_matches_the_engine_alone(worker, model,
         return await asyncio.gather(*(collect(job) for job in jobs))
 
     results = run(main())
-    alone = Engine(model, tokenizer, eos_token_ids=[])
+    alone = Engine(TorchBackend(model), tokenizer, eos_token_ids=[])
     for prompt, n, (text, completion) in zip(prompts, lengths, results):
         assert completion.token_ids == greedy(alone, prompt, n)
         assert text == completion.text

@@ -24,7 +24,7 @@ from charter.interop.gguf_export import GGUFExportError
 from charter.interop.gguf_import import GGUFModel, read_config, read_tokenizer
 
 pytest.importorskip("llama_cpp")
-from charter.infer.llamacpp_engine import LlamaCppLoadError  # noqa: E402
+from charter.infer.llamacpp_backend import LlamaCppLoadError  # noqa: E402
 
 # Digits, a contraction, indentation, punctuation runs and a newline: the three splits differ.
 PROMPT = "def add(a, b):\n    # it's 12345 + 678!\n    return a+b"

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from torch._dynamo.utils import counters
 
 from charter.infer.detokenizer import TextStream
-from charter.infer.engine import Engine, GenerationRequest
+from charter.infer.engine import CONTEXT_WINDOW, MAX_TOKENS, Backend, Engine, GenerationRequest
 from charter.infer.int8_linear import quantize_int8
 from charter.infer.sampling import SamplingParams, filter_logits, sample_next_token
+from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
 from tests.helpers import micro
 
@@ -137,18 +138,19 @@ def test_streamed_text_is_the_whole_decoding_up_to_the_first_stop(tokenizer, ids
 def test_batched_greedy_equals_naive_loop_for_prompts_of_different_lengths(model, tokenizer):
     torch.manual_seed(4)
     prompts = [torch.randint(8, 512, (n,)).tolist() for n in (3, 11, 7, 20, 1)]
-    engine = Engine(model, tokenizer, max_batch_size=3, eos_token_ids=[])  # 5 prompts, 3 rows
+    # 5 prompts, 3 rows
+    engine = Engine(TorchBackend(model, max_batch_size=3), tokenizer, eos_token_ids=[])
     completions = engine.generate(prompts, SamplingParams(max_new_tokens=12, temperature=0))
     for prompt, completion in zip(prompts, completions):
         assert completion.token_ids == naive_greedy(model, prompt, 12)
         assert completion.stop_reason == "max_tokens"
         assert completion.prompt_tokens == len(prompt)
         assert completion.text == tokenizer.decode(completion.token_ids)
-    assert engine.rows == []
+    assert engine.active_requests == []
 
 
 def test_top_k_one_and_tiny_top_p_are_greedy(model, tokenizer):
-    engine = Engine(model, tokenizer, eos_token_ids=[])
+    engine = Engine(TorchBackend(model), tokenizer, eos_token_ids=[])
     prompt = [[10, 20, 30]]
     greedy = engine.generate(prompt, SamplingParams(max_new_tokens=10, temperature=0))
     for params in (
@@ -159,7 +161,7 @@ def test_top_k_one_and_tiny_top_p_are_greedy(model, tokenizer):
 
 
 def test_seeded_sampling_is_reproducible_and_independent_of_the_batch(model, tokenizer):
-    engine = Engine(model, tokenizer, eos_token_ids=[])
+    engine = Engine(TorchBackend(model), tokenizer, eos_token_ids=[])
     params = SamplingParams(max_new_tokens=16, temperature=1.0, seed=7)
     alone = engine.generate([[5, 6, 7]], params)[0].token_ids
     others = SamplingParams(max_new_tokens=16, temperature=1.0, seed=99)
@@ -172,7 +174,7 @@ def test_seeded_sampling_is_reproducible_and_independent_of_the_batch(model, tok
 def test_eos_ends_the_turn_and_is_not_part_of_the_output(model, tokenizer):
     prompt = [10, 20, 30]
     greedy = naive_greedy(model, prompt, 6)
-    engine = Engine(model, tokenizer, eos_token_ids=[greedy[4]])
+    engine = Engine(TorchBackend(model), tokenizer, eos_token_ids=[greedy[4]])
     completion = engine.generate([prompt], SamplingParams(max_new_tokens=20, temperature=0))[0]
     assert completion.stop_reason == "end_turn"
     assert completion.token_ids == greedy[: greedy.index(greedy[4])]
@@ -185,7 +187,7 @@ def test_stop_sequence_ends_generation_and_is_excluded(model, tokenizer):
     # a stop string straddling the boundary between two generated tokens
     boundary = len(tokenizer.decode(tokens[:8]))
     stop = full[boundary - 1 : boundary + 1]
-    engine = Engine(model, tokenizer, eos_token_ids=[])
+    engine = Engine(TorchBackend(model), tokenizer, eos_token_ids=[])
     pieces: list[str] = []
     request = GenerationRequest(
         prompt,
@@ -200,7 +202,7 @@ def test_stop_sequence_ends_generation_and_is_excluded(model, tokenizer):
 
 
 def test_context_window_stops_generation(model, tokenizer):
-    engine = Engine(model, tokenizer, eos_token_ids=[])  # max_position_embeddings = 64
+    engine = Engine(TorchBackend(model), tokenizer, eos_token_ids=[])  # a window of 64 tokens
     completion = engine.generate(
         [list(range(8, 68))], SamplingParams(max_new_tokens=50, temperature=0)
     )[0]
@@ -211,15 +213,15 @@ def test_context_window_stops_generation(model, tokenizer):
 
 
 def test_prompt_ids_outside_the_vocabulary_are_refused_and_take_no_row(model, tokenizer):
-    engine = Engine(model, tokenizer, max_batch_size=1, eos_token_ids=[])
+    engine = Engine(TorchBackend(model, max_batch_size=1), tokenizer, eos_token_ids=[])
     vocab = model.config.vocab_size
     with pytest.raises(ValueError, match=rf"token id\(s\) \[{vocab}, -1\] outside the vocabulary"):
         engine.add(GenerationRequest([5, vocab, -1], SamplingParams()))
-    assert engine.rows == [] and engine.free_rows == 1
+    assert engine.active_requests == [] and engine.free_rows == 1
 
 
 def test_cancelled_request_leaves_the_batch_at_the_next_step(model, tokenizer):
-    engine = Engine(model, tokenizer, eos_token_ids=[])
+    engine = Engine(TorchBackend(model), tokenizer, eos_token_ids=[])
     a = GenerationRequest([1, 2, 3], SamplingParams(max_new_tokens=30, temperature=0))
     b = GenerationRequest([4, 5], SamplingParams(max_new_tokens=30, temperature=0))
     engine.add(a)
@@ -227,14 +229,58 @@ def test_cancelled_request_leaves_the_batch_at_the_next_step(model, tokenizer):
     engine.step()
     a.cancelled = True
     engine.step()
-    assert [r.request for r in engine.rows] == [b]
+    assert engine.active_requests == [b]
     assert len(b.generated) == 3 and len(a.generated) == 2
     rest = naive_greedy(model, [4, 5], 3)
     assert b.generated == rest  # moving b's cache row kept its state intact
 
 
+class NextIdBackend(Backend):
+    """A backend without a model, for the engine alone: the next token is always the last one
+    plus one. It records the rows the engine prefills and moves."""
+
+    batch_size, max_len, vocab_size, eos_token_ids = 2, 16, 512, []
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.prefilled, self.moves = [], []
+
+    def prefill(self, prompt: list[int], row: int) -> torch.Tensor:
+        self.prefilled.append(row)
+        return self.decode([prompt[-1]])[0]
+
+    def decode(self, last_tokens: list[int]) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.tensor(last_tokens) + 1, 512).float()  # (B, V)
+
+    def move_row(self, src: int, dst: int) -> None:
+        self.moves.append((src, dst))
+
+    def token_logprobs(self, sequences, starts, batch_size=8):
+        raise NotImplementedError("NextIdBackend cannot score")
+
+
+def test_the_engine_schedules_rows_on_any_backend(tokenizer):
+    backend = NextIdBackend()
+    engine = Engine(backend, tokenizer, eos_token_ids=[])
+    prompts = [[5], [9, 10], [20], list(range(100, 114))]
+    params = [SamplingParams(max_new_tokens=n, temperature=0) for n in (3, 5, 2, 10)]
+    completions = engine.generate(prompts, params)
+    assert [c.token_ids for c in completions] == [
+        [6, 7, 8],
+        [11, 12, 13, 14, 15],
+        [21, 22],
+        [114, 115],
+    ]
+    assert [c.stop_reason for c in completions] == [MAX_TOKENS] * 3 + [CONTEXT_WINDOW]
+    # [5] leaves row 0 first and [9, 10] moves into it from row 1, which [20] and then the
+    # long prompt take in turn.
+    assert backend.prefilled == [0, 1, 1, 1] and backend.moves == [(1, 0)]
+    with pytest.raises(NotImplementedError, match="NextIdBackend cannot score"):
+        engine.token_logprobs([[1, 2]], [1])
+
+
 def test_stream_yields_the_same_text_as_generate(model, tokenizer):
-    engine = Engine(model, tokenizer, eos_token_ids=[])
+    engine = Engine(TorchBackend(model), tokenizer, eos_token_ids=[])
     params = SamplingParams(max_new_tokens=15, temperature=0)
     pieces = list(engine.stream([3, 4, 5], params))
     assert "".join(pieces) == engine.generate([[3, 4, 5]], params)[0].text
@@ -247,8 +293,10 @@ def test_compiled_decode_step_gives_the_eager_tokens(model, tokenizer):
     torch.manual_seed(5)
     prompts = [torch.randint(8, 512, (n,)).tolist() for n in (3, 11, 7, 20, 1)]
     params = [SamplingParams(max_new_tokens=n, temperature=0) for n in (12, 5, 9, 3, 12)]
-    eager = Engine(model, tokenizer, max_batch_size=3, eos_token_ids=[])
-    compiled = Engine(model, tokenizer, max_batch_size=3, eos_token_ids=[], compile=True)
+    eager = Engine(TorchBackend(model, max_batch_size=3), tokenizer, eos_token_ids=[])
+    compiled = Engine(
+        TorchBackend(model, max_batch_size=3, compile=True), tokenizer, eos_token_ids=[]
+    )
     expected = eager.generate(prompts, params)
     assert [c.token_ids for c in compiled.generate(prompts, params)] == [
         c.token_ids for c in expected
@@ -267,8 +315,12 @@ def test_frozen_decode_step_gives_the_eager_tokens(model, tokenizer):
     torch.manual_seed(6)
     prompts = [torch.randint(8, 512, (n,)).tolist() for n in (4, 9, 58, 6)]
     params = [SamplingParams(max_new_tokens=n, temperature=0) for n in (8, 3, 12, 9)]
-    eager = Engine(mixed, tokenizer, max_batch_size=2, eos_token_ids=[])
-    frozen = Engine(mixed, tokenizer, max_batch_size=2, eos_token_ids=[], compile=True, frozen=True)
+    eager = Engine(TorchBackend(mixed, max_batch_size=2), tokenizer, eos_token_ids=[])
+    frozen = Engine(
+        TorchBackend(mixed, max_batch_size=2, compile=True, frozen=True),
+        tokenizer,
+        eos_token_ids=[],
+    )
     expected = eager.generate(prompts, params)
     assert expected[2].stop_reason == "model_context_window_exceeded"  # reached position 63
     counters.clear()
@@ -283,4 +335,4 @@ def test_frozen_decode_step_gives_the_eager_tokens(model, tokenizer):
 
 def test_frozen_without_compile_is_refused(model, tokenizer):
     with pytest.raises(ValueError, match="frozen=True is a way of compiling"):
-        Engine(model, tokenizer, frozen=True)
+        Engine(TorchBackend(model, frozen=True), tokenizer)

@@ -23,6 +23,7 @@ from charter.checkpoint import load_checkpoint, load_tokenizer
 from charter.cli import main
 from charter.infer.engine import END_TURN, MAX_TOKENS, Engine
 from charter.infer.sampling import SamplingParams
+from charter.infer.torch_backend import TorchBackend
 from charter.interop.gguf_export import gguf_tensors, permute_rope_rows
 from charter.interop.gguf_import import (
     GGUFImportError,
@@ -347,7 +348,9 @@ def test_smollm2_greedy_generation_equals_transformers(smollm2, smollm2_tokenize
         )
         for q in questions
     ]
-    engine = Engine(smollm2, smollm2_tokenizer, max_batch_size=len(prompts), max_len=512)
+    engine = Engine(
+        TorchBackend(smollm2, max_batch_size=len(prompts), max_len=512), smollm2_tokenizer
+    )
     completions = engine.generate(prompts, SamplingParams(max_new_tokens=64, temperature=0))
     reached_64 = 0
     for prompt, completion in zip(prompts, completions, strict=True):

@@ -29,6 +29,7 @@ from charter.infer.engine import (
 )
 from charter.infer.int8_linear import Int8Linear
 from charter.infer.sampling import SamplingParams
+from charter.infer.torch_backend import TorchBackend
 from charter.interop.gguf_export import export_gguf
 from charter.model import Transformer
 from charter.serve.registry import Registry, load_served_model
@@ -36,7 +37,7 @@ from tests.helpers import load_bench, micro
 from tests.serve_helpers import free_port, running_server
 
 pytest.importorskip("llama_cpp")
-from charter.infer.llamacpp_engine import LlamaCppEngine  # noqa: E402
+from charter.infer.llamacpp_backend import LlamaCppBackend  # noqa: E402
 
 GREEDY = SamplingParams(max_new_tokens=24, temperature=0)
 
@@ -56,12 +57,14 @@ def gguf_file(checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(checkpoint):
     """The PyTorch engine on the same checkpoint, without EOS (random models stop anywhere)."""
-    return Engine(load_checkpoint(checkpoint), load_tokenizer(checkpoint), eos_token_ids=[])
+    return Engine(
+        TorchBackend(load_checkpoint(checkpoint)), load_tokenizer(checkpoint), eos_token_ids=[]
+    )
 
 
-def llama_engine(gguf_file, checkpoint, **options) -> LlamaCppEngine:
-    options = {"eos_token_ids": [], "kv_type": "f32", **options}
-    return LlamaCppEngine(gguf_file, load_tokenizer(checkpoint), **options)
+def llama_engine(gguf_file, checkpoint, eos_token_ids=(), kv_type="f32", **options) -> Engine:
+    backend = LlamaCppBackend(gguf_file, kv_type=kv_type, **options)
+    return Engine(backend, load_tokenizer(checkpoint), eos_token_ids=eos_token_ids)
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +88,14 @@ def test_decode_batches_hold_consecutive_sequence_ids_in_order(gguf_file, checkp
     # llama.cpp runs a batch over a split KV cache as one pass per run of consecutive,
     # increasing sequence ids; rows leaving the middle of the batch must not break it into more.
     engine = llama_engine(gguf_file, checkpoint, max_batch_size=3)
-    forward, decode_batches = engine._forward, []
+    forward, decode_batches = engine.backend._forward, []
 
     def spy(tokens, seq_ids, positions, last_only=False):
         if not last_only:
             decode_batches.append([int(s) for s in seq_ids])
         return forward(tokens, seq_ids, positions, last_only)
 
-    engine._forward = spy
+    engine.backend._forward = spy
     lengths = [5, 24, 9, 24, 3]
     engine.generate(prompts, [SamplingParams(max_new_tokens=n, temperature=0) for n in lengths])
     for ids in decode_batches:
@@ -125,7 +128,7 @@ def test_eos_ends_the_turn_without_being_reported(gguf_file, checkpoint, referen
 
 
 def test_default_eos_is_the_files_and_the_tokenizers(gguf_file, checkpoint):
-    engine = LlamaCppEngine(gguf_file, load_tokenizer(checkpoint))
+    engine = Engine(LlamaCppBackend(gguf_file), load_tokenizer(checkpoint))
     assert engine.eos_token_ids == {load_tokenizer(checkpoint).token_id("<|im_end|>")}
 
 
@@ -137,7 +140,7 @@ def test_cancelled_sequence_leaves_and_its_cache_is_not_reused(
     engine.add(cancelled)
     engine.step()
     cancelled.cancelled = True
-    assert engine.step() == [] and engine.rows == [] and engine.free_rows == 1
+    assert engine.step() == [] and engine.active_requests == [] and engine.free_rows == 1
     assert cancelled.completion is None and len(cancelled.generated) == 2
     # The next sequence gets the same llama.cpp sequence id; nothing of the old one may remain.
     assert engine.generate([prompts[0]], GREEDY) == reference.generate([prompts[0]], GREEDY)
@@ -214,7 +217,7 @@ def test_auto_picks_llama_cpp_on_cpu_and_pytorch_elsewhere(monkeypatch):
 
 def test_load_engine_exports_once_per_checkpoint_content(checkpoint, tmp_path, tokenizer):
     engine = load_engine(checkpoint, "auto", max_batch_size=2, cache_dir=tmp_path)
-    assert isinstance(engine, LlamaCppEngine) and engine.cache.batch_size == 2
+    assert isinstance(engine.backend, LlamaCppBackend) and engine.max_batch_size == 2
     (exported,) = tmp_path.glob("*-f32.gguf")
     written = exported.stat().st_mtime_ns
     load_engine(checkpoint, "llamacpp", cache_dir=tmp_path)
@@ -224,7 +227,7 @@ def test_load_engine_exports_once_per_checkpoint_content(checkpoint, tmp_path, t
     changed = save_checkpoint(Transformer(micro()), tmp_path / "other", tokenizer)
     load_engine(changed, "llamacpp", dtype=torch.bfloat16, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*-bf16.gguf"))) == 1
-    assert type(load_engine(checkpoint, "torch", cache_dir=tmp_path)) is Engine
+    assert isinstance(load_engine(checkpoint, "torch", cache_dir=tmp_path).backend, TorchBackend)
 
 
 # ---- engine options ----
@@ -268,18 +271,20 @@ def test_engine_option_combinations_no_engine_runs_are_refused(
 def test_options_only_torch_has_make_auto_choose_torch(checkpoint, monkeypatch):
     built = {}
 
-    def recording_engine(model, tokenizer, **options):
+    def recording_backend(model, **options):
         built.update(options)
-        return "engine"
+        return "torch backend"
 
-    monkeypatch.setattr(backends, "Engine", recording_engine)  # nothing compiles
-    assert load_engine(checkpoint, "auto", compile=True, frozen=True, max_len=32) == "engine"
+    monkeypatch.setattr(backends, "TorchBackend", recording_backend)  # nothing compiles
+    monkeypatch.setattr(backends, "Engine", lambda backend, tokenizer: backend)
+    assert load_engine(checkpoint, "auto", compile=True, frozen=True, max_len=32) == "torch backend"
     assert built == {"max_batch_size": 8, "max_len": 32, "compile": True, "frozen": True}
 
 
 def test_int8_on_torch_quantises_every_linear_layer(checkpoint):
     engine = load_engine(checkpoint, "torch", int8=True, dtype=torch.bfloat16)
-    linears = [m for m in engine.model.modules() if isinstance(m, torch.nn.Linear | Int8Linear)]
+    modules = engine.backend.model.modules()
+    linears = [m for m in modules if isinstance(m, torch.nn.Linear | Int8Linear)]
     assert linears and all(isinstance(m, Int8Linear) for m in linears)
     assert engine.generate([[5, 6, 7]], GREEDY)[0].stop_reason in (MAX_TOKENS, END_TURN)
 
@@ -307,7 +312,7 @@ def test_served_llama_cpp_model_answers_as_the_pytorch_one(checkpoint):
     answers = []
     for backend in ("torch", "llamacpp"):
         registry = Registry([load_served_model(f"m={checkpoint}", backend=backend, **options)])
-        assert isinstance(registry.get("m").generator.engine, LlamaCppEngine) == (
+        assert isinstance(registry.get("m").generator.engine.backend, LlamaCppBackend) == (
             backend == "llamacpp"
         )
         try:

@@ -49,6 +49,7 @@ from charter.infer.engine import Engine
 from charter.infer.generator import user_turn
 from charter.infer.local import LocalGenerator
 from charter.infer.sampling import SamplingParams
+from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
 from tests.generator_helpers import recorded_jobs
@@ -484,10 +485,10 @@ def test_generator_responder_renders_with_the_chat_template_and_decodes_greedily
     rendered = plain.apply_chat_template(
         [{"role": "user", "content": question}], add_generation_prompt=True
     )
-    expected = Engine(model, plain).generate(
+    expected = Engine(TorchBackend(model), plain).generate(
         [plain.encode(rendered)], SamplingParams(max_new_tokens=6, temperature=0)
     )
-    engine = Engine(model, plain, max_batch_size=2, max_len=256)
+    engine = Engine(TorchBackend(model, max_batch_size=2, max_len=256), plain)
     with LocalGenerator(engine, "micro") as generator:
         jobs = recorded_jobs(generator, monkeypatch)
         respond = generator_responder(generator, max_new_tokens=6)
@@ -500,7 +501,7 @@ def test_generator_responder_renders_with_the_chat_template_and_decodes_greedily
 
     no_template = Tokenizer(tokenizer.backend, {**tokenizer.config, "chat_template": None})
     with pytest.raises(ValueError, match="no chat template"):
-        LocalGenerator(Engine(model, no_template), "micro")
+        LocalGenerator(Engine(TorchBackend(model), no_template), "micro")
 
 
 def test_the_command_end_to_end_on_a_micro_model(tokenizer, data, tmp_path, capsys):

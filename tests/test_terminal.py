@@ -109,7 +109,8 @@ def test_every_turn_sees_the_whole_history(session, requests, tokenizer, script)
 
 def test_a_reply_is_the_engines_greedy_completion(session, requests, tokenizer):
     chat(session, "hello there\n")
-    fresh = Engine(TorchBackend(session.generator.engine.model, max_batch_size=1), tokenizer)
+    model = session.generator.engine.backend.model
+    fresh = Engine(TorchBackend(model, max_batch_size=1), tokenizer)
     params = SamplingParams(max_new_tokens=6, temperature=0)
     completion = fresh.generate([requests[0].prompt_ids], params)[0]
     assert requests[0].completion.token_ids == completion.token_ids != []

@@ -1,6 +1,6 @@
 """Choosing the engine that generates with a checkpoint: PyTorch or llama.cpp.
 
-Both engines have one interface (`Engine`: `add`, `step`, `run`, `generate`, `stream`), so
+One engine (`Engine`: `add`, `step`, `run`, `generate`, `stream`) runs on either backend, so
 everything that generates — `charter generate`, `charter chat`, `charter serve`, evaluation,
 red-teaming — takes a `--backend`:
 
@@ -48,6 +48,7 @@ from charter.checkpoint import load_checkpoint, load_tokenizer
 from charter.files import resolve_directory
 from charter.infer.engine import Engine
 from charter.infer.int8_linear import quantize_int8
+from charter.infer.torch_backend import TorchBackend
 
 BACKENDS = ("auto", "torch", "llamacpp")
 LLAMACPP_INSTALL = "pip install 'charter[llamacpp]' (builds llama-cpp-python from source)"
@@ -154,18 +155,18 @@ def load_engine(
     chosen = resolve_backend(backend, device, torch_only=compile or dtype not in GGUF_DTYPES)
     tokenizer = load_tokenizer(model_dir)
     if chosen == "llamacpp":
-        from charter.infer.llamacpp_engine import LlamaCppEngine, LlamaCppLoadError
+        from charter.infer.llamacpp_backend import LlamaCppBackend, LlamaCppLoadError
         from charter.interop.gguf_export import GGUFExportError
 
         try:
-            return LlamaCppEngine(
+            backend = LlamaCppBackend(
                 cached_gguf(model_dir, "q8_0" if int8 else GGUF_DTYPES[dtype], cache_dir),
-                tokenizer,
                 max_batch_size=max_batch_size,
                 max_len=max_len,
                 n_threads=n_threads,
                 kv_type="f32" if dtype == torch.float32 else "f16",  # as precise as PyTorch's
             )
+            return Engine(backend, tokenizer)
         except (GGUFExportError, LlamaCppLoadError) as e:
             if backend != "auto":
                 raise
@@ -176,14 +177,10 @@ def load_engine(
     model = load_checkpoint(model_dir, dtype=dtype, device=device)
     if int8:
         quantize_int8(model)
-    return Engine(
-        model,
-        tokenizer,
-        max_batch_size=max_batch_size,
-        max_len=max_len,
-        compile=compile,
-        frozen=frozen,
+    backend = TorchBackend(
+        model, max_batch_size=max_batch_size, max_len=max_len, compile=compile, frozen=frozen
     )
+    return Engine(backend, tokenizer)
 
 
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:

@@ -1,22 +1,25 @@
-"""The generation engine: batched decoding over a shared, pre-allocated KV cache.
+"""The generation engine: continuous batching of sequences over the rows of a backend's cache.
 
-Sequences occupy rows of one `KVCache`. A new sequence is prefilled alone into a free row (so
-prompts of any lengths mix without padding); then every `step()` decodes one token for all active
-rows at once, each row at its own position. Finished sequences leave at once and the last active
-row moves into the hole, so the active rows are always `0..n-1` and a decode step is one batched
-forward over a contiguous slice. Sequences can join between any two steps: this is continuous
-batching, and `generate()` and the server run the same loop.
+A `Backend` runs one model's forward passes and holds a cache of `batch_size` rows (the PyTorch
+model and its `KVCache` in `torch_backend.py`, a GGUF file on llama.cpp in
+`llamacpp_backend.py`); the `Engine` schedules sequences onto its rows and does everything else:
+prompt checks, sampling, logits processors, stop sequences, EOS, the context window,
+cancellation, and the `run`, `generate` and `stream` loops.
 
-An engine shares its model's weights (no copy) and keeps its cache for its life, so one built on
-a model being trained samples from the current weights after every optimizer step, with nothing
-rebuilt: what RL's rollouts need. Its forward passes run in eval mode and give a model in
-training mode its modes back afterwards (`eval_mode`).
+A new sequence is prefilled alone into a free row (so prompts of any lengths mix without
+padding); then every `step()` decodes one token for all active rows at once, each row at its own
+position. Finished sequences leave at once and the last active row moves into the hole, so the
+active rows are always `0..n-1` and a decode step is one batched forward over a contiguous
+slice. Sequences can join between any two steps: this is continuous batching, and `generate()`
+and the server run the same loop.
+
+    engine = Engine(TorchBackend(model, max_batch_size=4), tokenizer)
+    engine = Engine(LlamaCppBackend("model.gguf", max_batch_size=4), tokenizer)
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -24,9 +27,7 @@ import torch
 from tqdm import tqdm
 
 from charter.infer.detokenizer import TextStream
-from charter.infer.frozen_step import FrozenDecodeStep
 from charter.infer.sampling import SamplingParams, sample_next_token
-from charter.model import KVCache, Transformer
 from charter.tokenizer import Tokenizer
 
 # Why a generation ended (the names of the Anthropic Messages API).
@@ -36,6 +37,44 @@ CONTEXT_WINDOW = "model_context_window_exceeded"
 # Adjusts the next-token logits (V,) given the ids generated so far, before sampling: e.g. to
 # force the tokens that close a thinking block once its budget is spent.
 LogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
+
+
+class Backend(ABC):
+    """What an engine runs on: one model's forward passes, and a cache of `batch_size` rows of
+    up to `max_len` tokens each, one sequence per row.
+
+    The engine keeps its sequences in rows 0…n-1: it prefills a new one into row n, decodes rows
+    0…n-1 together, and closes a gap by moving the last row into it (`move_row`)."""
+
+    batch_size: int  # rows of the cache
+    max_len: int  # tokens each row holds: the context window
+    vocab_size: int
+    eos_token_ids: Sequence[int]  # the model's own end-of-turn ids: the engine adds its tokenizer's
+    device: torch.device  # where the logits are (and the samplers' random generators)
+
+    @abstractmethod
+    def prefill(self, prompt: list[int], row: int) -> torch.Tensor:
+        """Logits (V,) of the token after `prompt`, which replaces whatever row `row` held."""
+
+    @abstractmethod
+    def decode(self, last_tokens: list[int]) -> Sequence[torch.Tensor]:
+        """Logits (V,) of the next token of each of rows 0…B-1, whose last tokens (not yet
+        cached) are `last_tokens`; each row's cache grows by its token. The logits may be
+        views valid only until the next forward pass: the engine samples from them at once."""
+
+    @abstractmethod
+    def move_row(self, src: int, dst: int) -> None:
+        """Move row `src`'s sequence into row `dst` (whose own sequence has left)."""
+
+    @abstractmethod
+    def token_logprobs(
+        self, sequences: Sequence[Sequence[int]], starts: Sequence[int], batch_size: int = 8
+    ) -> list[list[float]]:
+        """`Engine.token_logprobs`; a backend that cannot score raises NotImplementedError,
+        saying what can."""
+
+    def close(self) -> None:  # noqa: B027 (optional: most backends hold nothing to free)
+        """Free what the backend holds outside Python's memory."""
 
 
 @dataclass
@@ -67,121 +106,56 @@ class GenerationRequest:
 
 
 class _Row:
-    """Engine-side state of a request while it holds a KV cache row."""
+    """Engine-side state of a request while it holds a row of the backend's cache."""
 
-    def __init__(self, request: GenerationRequest, tokenizer: Tokenizer, device: str) -> None:
+    def __init__(
+        self, request: GenerationRequest, tokenizer: Tokenizer, device: torch.device
+    ) -> None:
         self.request = request
         self.stream = TextStream(tokenizer, request.params.stop)
         self.generator = request.params.make_generator(device)
 
 
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """`model` in eval mode, and every submodule back in its own mode afterwards. A model already
-    in eval mode (one being served) is left alone, at no cost."""
-    if not model.training:
-        yield
-        return
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-def _forward_pass(method: Callable) -> Callable:
-    """An engine method that runs the model: in inference mode, the model in eval mode."""
-
-    @functools.wraps(method)
-    def run(self: Engine, *args, **kwargs):
-        with torch.inference_mode(), eval_mode(self.model):
-            return method(self, *args, **kwargs)
-
-    return run
-
-
 class Engine:
     def __init__(
         self,
-        model: Transformer,
+        backend: Backend,
         tokenizer: Tokenizer,
-        max_batch_size: int = 8,
-        max_len: int | None = None,
         eos_token_ids: Sequence[int] | None = None,
-        compile: bool = False,
-        frozen: bool = False,
-        follow_weights: bool = False,
     ) -> None:
-        """`compile=True` compiles the decode step with torch.compile (dynamic batch size and
-        length: one compilation serves batch 1, one every larger batch): it removes most of the
-        per-operation overhead that dominates decoding small models, at the price of compiling
-        (tens of seconds) on the first step of each.
-
-        `frozen=True` (with `compile`) compiles the step ahead of time instead, with the
-        weights as constants (`FrozenDecodeStep`): neither guards nor Python between its kernels,
-        and inductor's autotuned matrix kernels, which with bf16 weights on a CPU read them
-        about three times as fast as PyTorch's bf16 matrix-vector products. Compiling then
-        takes minutes, and weights changed after it are not seen: for serving and evaluation,
-        not for sampling from a model being trained. A model whose linear layers are in int8
-        (`quantize_int8`) runs them there as oneDNN's int8 products, half the bytes of bf16.
-
-        Otherwise (eager, or `compile` alone) the engine follows its model: every forward pass
-        reads the weights the model has then. `follow_weights=True` says the model will be
-        trained while the engine samples from it, and refuses a frozen engine, which would
-        silently sample from the weights it compiled. The model's modes are left as found."""
-        if frozen and not compile:
-            raise ValueError("frozen=True is a way of compiling: it needs compile=True")
-        if frozen and follow_weights:
-            raise ValueError(
-                "a frozen engine compiles the weights in and cannot follow a model being "
-                "trained: for follow_weights, use an eager engine or compile=True alone"
-            )
-        self.model = model
+        """Generation on `backend` with `tokenizer` (the model's). A sequence's turn ends on
+        any of `eos_token_ids`: by default the backend's model's and the tokenizer's.
+        `max_len`, the context window, is the backend's; lowering it shortens every sequence."""
+        self.backend = backend
         self.tokenizer = tokenizer
-        self.device = next(model.parameters()).device
-        self.max_len = min(
-            max_len or model.config.max_position_embeddings, model.config.max_position_embeddings
-        )
+        self.max_len = backend.max_len
         self.eos_token_ids = set(
             eos_token_ids
             if eos_token_ids is not None
-            else model.config.eos_token_ids + tokenizer.eos_token_ids
+            else [*backend.eos_token_ids, *tokenizer.eos_token_ids]
         )
-        self.vocab_size = model.config.vocab_size
-        dtype = next(model.parameters()).dtype
-        self.cache = KVCache(model.config, max_batch_size, self.max_len, dtype, self.device)
-        self.rows: list[_Row] = []  # active rows, in cache-row order
-        self._decode = self._decode_step
-        if frozen:
-            self._decode = FrozenDecodeStep(model, self.cache)
-        elif compile:
-            self._decode = torch.compile(self._decode_step, dynamic=True)
-            # Only the batch and the attended length vary. The cache's tensors keep their shapes
-            # for the engine's life: static, their sizes are constants in the compiled step and
-            # their guards quick checks; dynamic, each step ran a Python function comparing every
-            # layer's cache sizes and strides (0.5 ms of a step's guards for SmolLM2).
-            cache = self.cache
-            for tensor in (*cache.k, *cache.v, cache.lengths, cache.rope_cos, cache.rope_sin):
-                torch._dynamo.mark_static(tensor)
+        self._rows: list[_Row] = []  # active rows, in the backend's row order
 
     @property
     def free_rows(self) -> int:
-        return self.cache.batch_size - len(self.rows)
+        return self.backend.batch_size - len(self._rows)
 
     @property
     def max_batch_size(self) -> int:
-        return self.cache.batch_size
+        return self.backend.batch_size
 
     @property
     def active_requests(self) -> list[GenerationRequest]:
-        """The requests holding a cache row, in row order."""
-        return [row.request for row in self.rows]
+        """The requests holding a row, in row order."""
+        return [row.request for row in self._rows]
 
     def drop_all(self) -> None:
         """Forget every active request (after a failed step: their rows are free again)."""
-        self.rows.clear()
+        self._rows.clear()
+
+    def close(self) -> None:
+        """Free the backend's resources now (llama.cpp's; otherwise when garbage collected)."""
+        self.backend.close()
 
     # ---- the continuous-batching core ----
 
@@ -196,12 +170,12 @@ class Engine:
             raise ValueError(
                 f"prompt is {len(prompt)} tokens; the context window is {self.max_len} tokens"
             )
-        unknown = [t for t in prompt if not 0 <= t < self.vocab_size]
+        unknown = [t for t in prompt if not 0 <= t < self.backend.vocab_size]
         if unknown:
             raise ValueError(f"prompt token id(s) {unknown[:5]} outside the vocabulary")
-        index = len(self.rows)
-        logits = self._prefill(prompt, index)
-        self.rows.append(_Row(request, self.tokenizer, self.device))
+        index = len(self._rows)
+        logits = self.backend.prefill(prompt, index)
+        self._rows.append(_Row(request, self.tokenizer, self.backend.device))
         self._accept(index, logits)
 
     def step(self) -> list[GenerationRequest]:
@@ -209,38 +183,16 @@ class Engine:
         any that ended on their first token when `add` prefilled them."""
         self._drop_cancelled()
         done = self._collect_finished()
-        if self.rows:
-            logits = self._next_token_logits([r.request.generated[-1] for r in self.rows])
-            for index in range(len(self.rows)):
+        if self._rows:
+            logits = self.backend.decode([r.request.generated[-1] for r in self._rows])
+            for index in range(len(self._rows)):
                 self._accept(index, logits[index])
         return done + self._collect_finished()
-
-    # ---- the forward passes (what a backend replaces) ----
-
-    @_forward_pass
-    def _prefill(self, prompt: list[int], index: int) -> torch.Tensor:
-        """Logits (V,) of the token after `prompt`, whose keys and values fill row `index`."""
-        self.cache.lengths[index] = 0
-        ids = torch.tensor([prompt], device=self.device)  # (1, T)
-        hidden = self.model.hidden_states(ids, cache=self.cache, rows=slice(index, index + 1))
-        return self.model.logits(hidden[:, -1])[0]
-
-    @_forward_pass
-    def _next_token_logits(self, last_tokens: list[int]) -> Sequence[torch.Tensor]:
-        """Logits (V,) of the next token of each of rows 0…B-1 (here one (B, V) tensor), whose
-        last tokens are `last_tokens`; each row's cache grows by one token."""
-        last = torch.tensor([[t] for t in last_tokens], device=self.device)  # (B, 1)
-        attend_len = int(self.cache.lengths[: len(last_tokens)].max()) + 1
-        return self._decode(last, attend_len)
-
-    def _decode_step(self, last: torch.Tensor, attend_len: int) -> torch.Tensor:
-        """Logits (B, V) of the next token of rows 0…B-1, whose last tokens are `last` (B, 1)."""
-        return self.model.decode_step(last, self.cache, attend_len)
 
     # ---- sampling and bookkeeping ----
 
     def _accept(self, index: int, logits: torch.Tensor) -> None:
-        row = self.rows[index]
+        row = self._rows[index]
         request, params = row.request, row.request.params
         for process in request.logits_processors:
             logits = process(request.generated, logits)
@@ -255,7 +207,7 @@ class Engine:
             self._finish(row, STOP_SEQUENCE)
         elif len(request.generated) >= params.max_new_tokens:
             self._finish(row, MAX_TOKENS)
-        elif int(self.cache.lengths[index]) + 1 >= self.max_len:
+        elif len(request.prompt_ids) + len(request.generated) >= self.max_len:  # window full
             self._finish(row, CONTEXT_WINDOW)
 
     def _finish(self, row: _Row, reason: str) -> None:
@@ -272,24 +224,24 @@ class Engine:
         )
 
     def _drop_cancelled(self) -> None:
-        for index in reversed(range(len(self.rows))):
-            if self.rows[index].request.cancelled:
+        for index in reversed(range(len(self._rows))):
+            if self._rows[index].request.cancelled:
                 self._remove(index)
 
     def _collect_finished(self) -> list[GenerationRequest]:
         done = []
-        for index in reversed(range(len(self.rows))):
-            if self.rows[index].request.finished:
-                done.append(self.rows[index].request)
+        for index in reversed(range(len(self._rows))):
+            if self._rows[index].request.finished:
+                done.append(self._rows[index].request)
                 self._remove(index)
         return done[::-1]
 
     def _remove(self, index: int) -> None:
-        last = len(self.rows) - 1
+        last = len(self._rows) - 1
         if index != last:
-            self.cache.move_row(last, index)
-            self.rows[index] = self.rows[last]
-        self.rows.pop()
+            self.backend.move_row(last, index)
+            self._rows[index] = self._rows[last]
+        self._rows.pop()
 
     # ---- loops ----
 
@@ -297,7 +249,7 @@ class Engine:
         """Generate all `requests`, admitting waiting ones whenever a row is free; after every
         decode step, yield the requests that finished."""
         waiting = list(requests)[::-1]
-        while waiting or self.rows:
+        while waiting or self._rows:
             while waiting and self.free_rows:
                 self.add(waiting.pop())
             yield self.step()
@@ -324,34 +276,17 @@ class Engine:
                 bar.update(len(finished))
         return [r.completion for r in requests]
 
-    @_forward_pass
-    def token_logprobs(
-        self, sequences: Sequence[Sequence[int]], starts: Sequence[int], batch_size: int = 8
-    ) -> list[list[float]]:
-        """log p(token | the tokens before it) for the tokens of each sequence from its start
-        index on: one forward pass per batch, right-padded (causal attention leaves the real
-        tokens' logits untouched by padding after them)."""
-        scores = []
-        for first in range(0, len(sequences), batch_size):
-            chunk = [list(s) for s in sequences[first : first + batch_size]]
-            longest = max(len(s) for s in chunk)
-            ids = torch.zeros(len(chunk), longest, dtype=torch.long, device=self.device)
-            for i, sequence in enumerate(chunk):
-                ids[i, : len(sequence)] = torch.tensor(sequence)
-            logprobs = self.model(ids).float().log_softmax(-1)  # (B, T, V)
-            for i, (sequence, start) in enumerate(zip(chunk, starts[first:], strict=False)):
-                if not 0 < start < len(sequence):
-                    raise ValueError(
-                        f"score start {start} is outside the sequence (1…{len(sequence) - 1})"
-                    )
-                targets = ids[i, start : len(sequence)]  # (n,)
-                picked = logprobs[i, start - 1 : len(sequence) - 1].gather(-1, targets[:, None])
-                scores.append(picked[:, 0].tolist())
-        return scores
-
     def stream(self, prompt: Sequence[int], params: SamplingParams) -> Iterator[str]:
         """Text pieces of one completion as they become final."""
         pieces: list[str] = []
         for _ in self.run([GenerationRequest(list(prompt), params, on_text=pieces.append)]):
             yield from pieces
             pieces.clear()
+
+    def token_logprobs(
+        self, sequences: Sequence[Sequence[int]], starts: Sequence[int], batch_size: int = 8
+    ) -> list[list[float]]:
+        """log p(token | the tokens before it) for the tokens of each sequence from its start
+        index on, `batch_size` sequences per forward pass; NotImplementedError from a backend
+        that cannot score."""
+        return self.backend.token_logprobs(sequences, starts, batch_size)

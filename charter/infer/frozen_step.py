@@ -36,7 +36,7 @@ FROZEN_SETTINGS = {
 
 
 class _StepOverTensors(nn.Module):
-    """The engine's decode step as a function of tensors only, the form torch.export traces: the
+    """The decode step as a function of tensors only, the form torch.export traces: the
     KV cache's tensors are inputs (updated in place), and the attended length is the length of
     `key_slots`, a tensor that is never read, because export traces shapes, not ints."""
 
@@ -55,12 +55,14 @@ class _StepOverTensors(nn.Module):
         values: list[Tensor],
     ) -> Tensor:
         cache = KVCache.over(keys, values, lengths, rope_cos, rope_sin)
-        return self.model.decode_step(last, cache, attend_len=key_slots.shape[0])  # (B, V)
+        # Attention as products and sums, the form inductor fuses (see `decode_attention`).
+        attend_len = key_slots.shape[0]
+        return self.model.decode_step(last, cache, attend_len, as_sums=True)  # (B, V)
 
 
 class FrozenDecodeStep:
     """`model.decode_step` over `cache`, compiled with the weights frozen in; called as the
-    engine calls its decode step, with `(last, attend_len)`."""
+    torch backend calls its decode step, with `(last, attend_len)`."""
 
     def __init__(self, model: Transformer, cache: KVCache) -> None:
         self.step = _StepOverTensors(model)
@@ -91,7 +93,7 @@ class FrozenDecodeStep:
         # one that is always 1. (Tracing reads only the inputs' shapes: the cache is untouched.)
         last = torch.zeros((min(2, rows), 1), dtype=torch.long, device=self.key_slots.device)
         args = (last, self.key_slots[: min(2, most_attended)], *self.inputs)
-        # Traced outside inference mode (the engine steps in it): the trace must see the cache
+        # Traced outside inference mode (the backend steps in it): the trace must see the cache
         # as ordinary tensors that it updates in place.
         with torch.inference_mode(False), torch.no_grad():
             program = torch.export.export(self.step, args, dynamic_shapes=dynamic_shapes)

@@ -9,9 +9,10 @@ integer matrix product, exact in int32, rescaled by both scales in fp32.
 Why the activations too, not only the weights: PyTorch's weight-only int8 product converts each
 weight to bf16 before multiplying, which on this CPU ran at about 16 GB/s, bound by the
 conversion, barely faster than bf16. An int8 × int8 product runs on the CPU's integer matrix
-units (oneDNN) and is bound by memory again. Compiled with frozen weights (`Engine(compile=True,
-frozen=True)`), inductor rewrites exactly the sequence in `Int8Linear.forward` (product,
-conversion, activation scale, weight scale) into oneDNN's int8 linear over prepacked weights.
+units (oneDNN) and is bound by memory again. Compiled with frozen weights
+(`TorchBackend(compile=True, frozen=True)`), inductor rewrites exactly the sequence in
+`Int8Linear.forward` (product, conversion, activation scale, weight scale) into oneDNN's int8
+linear over prepacked weights.
 Quantising costs accuracy: `bench/int8_quality.py` measures how much. For CPUs: on a GPU,
 `torch._int_mm` takes only products of more than 16 rows, which a decode step is not.
 """

@@ -239,7 +239,7 @@ class LocalGenerator(Generator):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "engine": type(self.engine).__name__,
+            "backend": type(self.engine.backend).__name__,
             "chat_format": self.format.name,
             "context_window": self.context_window,
         }

@@ -13,6 +13,7 @@ from charter.infer.engine import Engine
 from charter.infer.generator import Generator
 from charter.infer.local import LocalGenerator
 from charter.infer.spec import load_generator, parse_model_spec
+from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
 from charter.serve.errors import ApiError
 from charter.tokenizer import Tokenizer
@@ -44,7 +45,7 @@ def serve_model(
 ) -> ServedModel:
     """A loaded model behind an engine and a `LocalGenerator`. `context` caps prompt + output
     per sequence (default: the model's), which sizes the KV cache."""
-    engine = Engine(model, tokenizer, max_batch_size=max_batch_size, max_len=context)
+    engine = Engine(TorchBackend(model, max_batch_size=max_batch_size, max_len=context), tokenizer)
     generator = LocalGenerator(engine, name, max_waiting=max_waiting)
     return ServedModel(generator, created_at or datetime.now(UTC))
 

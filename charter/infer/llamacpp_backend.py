@@ -1,13 +1,10 @@
-"""The generation engine on llama.cpp: Charter's `Engine` with llama.cpp's forward pass.
+"""The engine's backend on llama.cpp: a GGUF file (Charter's export of a checkpoint) run by
+llama.cpp's forward pass, under the same `Engine` as the PyTorch backend, so sampling, stop
+sequences, logits processors and continuous batching are the engine's own code for both.
 
-Everything above the forward pass is the PyTorch engine's own code, inherited rather than
-rewritten: continuous batching over rows, prompt checks, sampling with the same `SamplingParams`
-and seeded torch generators, logits processors, stop sequences through `TextStream`, EOS,
-cancellation, and the `run`, `generate` and `stream` loops. Only the two forward passes differ:
-
-- `_prefill` puts a prompt into its row's llama.cpp sequence (one `llama_decode`);
-- `_next_token_logits` puts the last token of every active row into one llama.cpp batch, each
-  tagged with its row's sequence id and position, and reads the logits of all rows at once.
+- `prefill` puts a prompt into its row's llama.cpp sequence (one `llama_decode`);
+- `decode` puts the last token of every active row into one llama.cpp batch, each tagged with
+  its row's sequence id and position, and reads the logits of all rows at once.
 
 With a split KV cache llama.cpp runs a batch as one forward pass per run of consecutive,
 increasing sequence ids in batch order, each pass reading every weight again. So the batch goes
@@ -33,20 +30,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charter.infer.engine import Engine, _Row
-from charter.tokenizer import Tokenizer
+from charter.infer.engine import Backend
 
 
 class SequenceRows:
-    """Engine rows mapped onto llama.cpp sequence ids: what `KVCache` is to the PyTorch engine.
+    """The engine's rows mapped onto llama.cpp sequence ids: what `KVCache` is to the PyTorch
+    backend.
 
     llama.cpp keeps a sequence's keys and values where they are, so when the engine moves a row
-    only the id moves; it is swapped, so the vacated row holds the freed sequence, which `add`
-    clears before reusing it.
+    only the id moves; it is swapped, so the vacated row holds the freed sequence, which
+    `prefill` clears before reusing it.
     """
 
     def __init__(self, batch_size: int, max_len: int) -> None:
-        # numpy, not torch: the engine reads these every step, and numpy's per-call overhead on
+        # numpy, not torch: the backend reads these every step, and numpy's per-call overhead on
         # a few integers is a fraction of torch's.
         self.seq_ids = np.arange(batch_size, dtype=np.int32)
         self.lengths = np.zeros(batch_size, dtype=np.int64)  # tokens cached per row
@@ -107,31 +104,23 @@ def _free(llama_cpp, model, context, batch) -> None:
     llama_cpp.llama_model_free(model)
 
 
-class LlamaCppEngine(Engine):
+class LlamaCppBackend(Backend):
     def __init__(
         self,
         gguf_path: str | Path,
-        tokenizer: Tokenizer,
         max_batch_size: int = 8,
         max_len: int | None = None,
-        eos_token_ids: Sequence[int] | None = None,
         n_threads: int | None = None,
         kv_type: str = "f16",
         verbose: bool = False,
     ) -> None:
-        """An engine on the GGUF file `gguf_path` (Charter's export of a checkpoint, whose
-        `tokenizer` it uses). `eos_token_ids` defaults to the file's EOS and the tokenizer's;
-        `n_threads` to every core this process may use. `kv_type` is the KV cache's element
-        type: "f16" (llama.cpp's default) or "f32" (exact keys and values, for f32 weights).
-        `verbose` shows llama.cpp's log."""
-        import llama_cpp  # the optional dependency: imported only when this engine is used
+        """The GGUF file `gguf_path` on llama.cpp, with `max_batch_size` sequences of `max_len`
+        tokens (default and at most the file's context length). `n_threads` defaults to every
+        core this process may use. `kv_type` is the KV cache's element type: "f16" (llama.cpp's
+        default) or "f32" (exact keys and values, for f32 weights). `verbose` shows llama.cpp's
+        log. Raises `LlamaCppLoadError` when llama.cpp refuses the file."""
+        import llama_cpp  # the optional dependency: imported only when this backend is used
 
-        # Engine.__init__ is not called (it builds a PyTorch model's cache); these are the
-        # attributes the inherited methods use: tokenizer, device, rows, cache, max_len,
-        # vocab_size and eos_token_ids.
-        self.tokenizer = tokenizer
-        self.device = torch.device("cpu")
-        self.rows: list[_Row] = []
         logging.getLogger("llama-cpp-python").setLevel(logging.INFO if verbose else logging.ERROR)
         kv_types = {"f16": llama_cpp.GGML_TYPE_F16, "f32": llama_cpp.GGML_TYPE_F32}
         if kv_type not in kv_types:
@@ -152,6 +141,7 @@ class LlamaCppEngine(Engine):
             )
         trained = llama_cpp.llama_model_n_ctx_train(model)
         self.max_len = min(max_len or trained, trained)
+        self.device = torch.device("cpu")
         params = llama_cpp.llama_context_default_params()
         # llama.cpp gives each sequence a multiple of 256 cells (and warns when rounding).
         params.n_ctx = max_batch_size * -(-self.max_len // 256) * 256
@@ -185,18 +175,44 @@ class LlamaCppEngine(Engine):
         vocab = llama_cpp.llama_model_get_vocab(model)
         self.vocab_size = llama_cpp.llama_vocab_n_tokens(vocab)
         file_eos = llama_cpp.llama_vocab_eos(vocab)
-        self.eos_token_ids = set(
-            eos_token_ids
-            if eos_token_ids is not None
-            else [*([file_eos] if file_eos >= 0 else []), *tokenizer.eos_token_ids]
-        )
-        self.cache = SequenceRows(max_batch_size, self.max_len)
+        self.eos_token_ids = [file_eos] if file_eos >= 0 else []
+        self.rows = SequenceRows(max_batch_size, self.max_len)
         # Each row of llama.cpp's logits buffer as a tensor, by (buffer address, rows): made
         # once, because at small model sizes making views (or any torch call) right after a
         # llama_decode costs more than the rest of the engine's step.
         self._logits_rows: dict[tuple[int, int], list[torch.Tensor]] = {}
 
-    def token_logprobs(self, sequences, starts, batch_size=8):
+    @property
+    def batch_size(self) -> int:
+        return self.rows.batch_size
+
+    def prefill(self, prompt: list[int], row: int) -> torch.Tensor:
+        """Logits (V,) of the token after `prompt`, prefilled into row `row`'s sequence (`row`
+        is the first free row: the engine's rows are contiguous)."""
+        seq_id = self.rows.take_lowest_free_id(row)
+        self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)  # a previous occupant's
+        logits = self._forward(prompt, [seq_id] * len(prompt), range(len(prompt)), last_only=True)
+        self.rows.lengths[row] = len(prompt)
+        return logits[0]
+
+    def decode(self, last_tokens: list[int]) -> list[torch.Tensor]:
+        n = len(last_tokens)
+        rows_in_order = np.argsort(self.rows.seq_ids[:n])  # batch position → row
+        position_of_row = np.argsort(rows_in_order)  # before the decode: see `_logits_rows`
+        logits = self._forward(
+            np.asarray(last_tokens)[rows_in_order],
+            self.rows.seq_ids[rows_in_order],
+            self.rows.lengths[rows_in_order],
+        )
+        self.rows.lengths[:n] += 1
+        return [logits[p] for p in position_of_row]
+
+    def move_row(self, src: int, dst: int) -> None:
+        self.rows.move_row(src, dst)
+
+    def token_logprobs(
+        self, sequences: Sequence[Sequence[int]], starts: Sequence[int], batch_size: int = 8
+    ) -> list[list[float]]:
         raise NotImplementedError(
             "the llamacpp backend does not score given text; load the model on torch"
         )
@@ -204,28 +220,6 @@ class LlamaCppEngine(Engine):
     def close(self) -> None:
         """Free llama.cpp's model, context and batch now (otherwise when garbage collected)."""
         self._close()
-
-    def _prefill(self, prompt: list[int], index: int) -> torch.Tensor:
-        """Logits (V,) of the token after `prompt`, prefilled into row `index`'s sequence."""
-        seq_id = self.cache.take_lowest_free_id(index)
-        self._llama.llama_memory_seq_rm(self._memory, seq_id, -1, -1)  # a previous occupant's
-        logits = self._forward(prompt, [seq_id] * len(prompt), range(len(prompt)), last_only=True)
-        self.cache.lengths[index] = len(prompt)
-        return logits[0]
-
-    def _next_token_logits(self, last_tokens: list[int]) -> list[torch.Tensor]:
-        """Logits (V,) of the next token of each of rows 0…B-1, whose last tokens are
-        `last_tokens`."""
-        n = len(last_tokens)
-        rows_in_order = np.argsort(self.cache.seq_ids[:n])  # batch position → row
-        position_of_row = np.argsort(rows_in_order)  # before the decode: see `_logits_rows`
-        logits = self._forward(
-            np.asarray(last_tokens)[rows_in_order],
-            self.cache.seq_ids[rows_in_order],
-            self.cache.lengths[rows_in_order],
-        )
-        self.cache.lengths[:n] += 1
-        return [logits[p] for p in position_of_row]
 
     def _forward(
         self,
