@@ -1,18 +1,14 @@
-"""The chat renderer: loss masks, thinking toggle, tools, prompt ids equal to Hugging Face's
-`apply_chat_template` with the template we ship, and Anthropic-format JSON with clear errors."""
+"""The chat renderer: loss masks, thinking toggle, tools, generation prompts, and Anthropic-format
+JSON with clear errors (the Jinja template's equality with the renderer: test_chat_template.py)."""
 
 from __future__ import annotations
-
-import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import pre_tokenizers
-from transformers import AutoTokenizer
 
 from charter.chat import (
-    CHAT_TEMPLATE,
     Conversation,
     Message,
     TextBlock,
@@ -239,99 +235,6 @@ def test_a_tool_result_must_answer_an_earlier_call(tokenizer):
     conversation = Conversation([Message("user", [ToolResultBlock("toolu_x", "1")])])
     with pytest.raises(ValueError, match=r"messages\[0\]\.content\[0\]\.tool_use_id: no earlier"):
         render(conversation, tokenizer, thinking=False)
-
-
-# ---- the Jinja template Hugging Face users get ----
-
-
-@pytest.fixture(scope="session")
-def hf_tokenizer(tokenizer_dir):
-    return AutoTokenizer.from_pretrained(tokenizer_dir)
-
-
-# Content that whole-string tokenisation splits as we do: no special-token look-alikes, and no
-# line break at the start of a body (there our header/body split differs; see chat.py).
-template_text = plain_text.filter(lambda t: not re.match(r"\s*[\r\n]", t))
-
-
-@st.composite
-def text_conversations(draw) -> tuple[list[dict], list[dict]]:
-    """(Hugging Face messages, tools) for a text-only conversation."""
-    messages = []
-    if draw(st.booleans()):
-        messages.append({"role": "system", "content": draw(template_text)})
-    for i in range(draw(st.integers(1, 4))):
-        role = "user" if i % 2 == 0 else "assistant"
-        if draw(st.booleans()):
-            content = draw(template_text)
-        else:
-            # Blocks are joined by a blank line: the first must not be blank.
-            texts = draw(st.lists(template_text.filter(str.strip), min_size=1, max_size=2))
-            content = [{"type": "text", "text": t} for t in texts]
-        messages.append({"role": role, "content": content})
-    schema = {"type": "object", "properties": {"x": {"type": "integer", "description": "é"}}}
-    tools = draw(
-        st.lists(
-            st.builds(
-                lambda n, d: {"name": n, "description": d, "input_schema": schema},
-                tool_names,
-                template_text,
-            ),
-            max_size=2,
-            unique_by=lambda t: t["name"],
-        )
-    )
-    return messages, tools
-
-
-def to_conversation(messages: list[dict], tools: list[dict]) -> Conversation:
-    system = messages[0]["content"] if messages[0]["role"] == "system" else None
-    rest = messages[1:] if system is not None else messages
-    data = {"messages": rest, "tools": tools}
-    if system is not None:
-        data["system"] = system
-    return conversation_from_dict(data, "test")
-
-
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(example=text_conversations(), thinking=st.booleans(), generation_prompt=st.booleans())
-def test_our_ids_equal_hugging_face_apply_chat_template(
-    tokenizer, hf_tokenizer, example, thinking, generation_prompt
-):
-    messages, tools = example
-    if generation_prompt and messages[-1]["role"] == "assistant":
-        messages = messages[:-1] or [{"role": "user", "content": "hi"}]
-    if not [m for m in messages if m["role"] != "system"]:
-        messages.append({"role": "user", "content": "hi"})
-    try:
-        conversation = to_conversation(messages, tools)
-    except ValueError:  # an empty message, which the Anthropic format refuses
-        return
-    hf_ids = hf_tokenizer.apply_chat_template(
-        messages,
-        tools=tools or None,
-        tokenize=True,
-        return_dict=False,
-        add_generation_prompt=generation_prompt,
-        enable_thinking=thinking,
-    )
-    if generation_prompt:
-        ours = render_prompt(conversation, tokenizer, thinking=thinking)
-    else:
-        ours = render(conversation, tokenizer, thinking=thinking).ids
-    assert ours == list(hf_ids)
-
-
-def test_the_shipped_template_is_written_into_the_tokenizer_directory(tokenizer_dir):
-    hf = AutoTokenizer.from_pretrained(tokenizer_dir)
-    assert hf.chat_template == CHAT_TEMPLATE
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"}]
-    assert hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == (
-        f"{IM_START}system\nBe brief.{IM_END}\n{IM_START}user\nHi!{IM_END}\n"
-        f"{IM_START}assistant\n{EMPTY_THINK}"
-    )
-    with pytest.raises(Exception, match="role tool is not supported"):
-        hf.apply_chat_template([{"role": "tool", "content": "1"}], tokenize=False)
 
 
 # ---- Anthropic-format JSON ----

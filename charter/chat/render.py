@@ -40,6 +40,8 @@ Rendering (the strings come from `template.py`):
   `role\\n` header, and an assistant turn's opening, are encoded apart from the body, so the ids
   trained on are the ids the model produces after the prompt; whole-string tokenisation (Hugging
   Face's `apply_chat_template`) agrees except when a body starts with a line break.
+- Hugging Face users get the same text from `CHAT_TEMPLATE` (template.py), the Jinja template
+  shipped in every Charter tokenizer: every block type, Anthropic- or OpenAI-shaped messages.
 """
 
 from __future__ import annotations
