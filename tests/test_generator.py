@@ -12,8 +12,16 @@ import pytest
 import torch
 
 from charter import chat
-from charter.chat.format import CHARTER, TEMPLATE, CharterFormat, TemplateFormat, chat_format
-from charter.chat.template import EMPTY_THINK, THINK_PROMPT
+from charter.chat.format import (
+    CHARTER,
+    CHARTER_TEMPLATES,
+    TEMPLATE,
+    CharterFormat,
+    TemplateFormat,
+    chat_format,
+    is_charter_template,
+)
+from charter.chat.template import CHAT_TEMPLATE, EMPTY_THINK, THINK_PROMPT
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.eval.refusal import generator_responder
@@ -80,6 +88,12 @@ def test_the_format_follows_the_template_unless_named(tokenizer, own_tokenizer):
     plain = Tokenizer(tokenizer.backend, {})
     with pytest.raises(ValueError, match="no chat template"):
         chat_format(plain)
+
+
+def test_the_template_charter_ships_is_known_and_so_are_its_earlier_versions(tokenizer):
+    assert is_charter_template(CHAT_TEMPLATE)  # a changed template needs its hash added
+    assert len(CHARTER_TEMPLATES) >= 3  # the older ones stay: old checkpoints carry them
+    assert not is_charter_template(OWN_TEMPLATE) and not is_charter_template(None)
 
 
 def test_a_template_prompt_is_the_templates_text_with_content_kept_as_text(own_tokenizer):

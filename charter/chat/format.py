@@ -16,13 +16,13 @@ stays text instead of ending the turn.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from charter import chat
 from charter.chat.parse import AssistantParser, BlockDelta, BlockStart, BlockStop, Event
-from charter.chat.template import CHAT_TEMPLATE
 from charter.tokenizer import Tokenizer
 
 CHARTER, TEMPLATE = "charter", "template"
@@ -201,12 +201,28 @@ class PlainTextParser:
         return [BlockStop(0)]
 
 
+# SHA-256 of every template Charter has shipped in its tokenizers (`template.CHAT_TEMPLATE`, as
+# of the commits named): a checkpoint saved by an older Charter still carries its own version.
+# When the template changes, add the new one's hash and keep the old ones.
+CHARTER_TEMPLATES = {
+    "df7f70d250cb0a3743b6d42ceaabc7808d930392f4e46d3dc31f235f7df800c9",  # 6822bb0, 2026-11-29
+    "fd2124e6858c09f1378fd9b14b40f1431e6b9554dc31673f0433b7891d49c57c",  # d6d701e, 2026-11-29
+    "334dff921b3f8489bf8611e1136f689aa7c337468fee0fcee7286a31e9276d01",  # 391418e, 2026-12-04
+}
+
+
+def is_charter_template(template: str | None) -> bool:
+    return (
+        template is not None and hashlib.sha256(template.encode()).hexdigest() in CHARTER_TEMPLATES
+    )
+
+
 def chat_format(tokenizer: Tokenizer, name: str | None = None) -> ChatFormat:
-    """The checkpoint's format: Charter's when its tokenizer carries Charter's template (or
-    when `name` says so), else its own template. A tokenizer without a template has none."""
+    """The checkpoint's format: Charter's when its tokenizer carries a template Charter shipped
+    (or when `name` says so), else its own template. A tokenizer without a template has none."""
     if name is not None and name not in FORMATS:
         raise ValueError(f"chat format {name!r} is not one of {', '.join(FORMATS)}")
-    if name == CHARTER or (name is None and tokenizer.chat_template == CHAT_TEMPLATE):
+    if name == CHARTER or (name is None and is_charter_template(tokenizer.chat_template)):
         return CharterFormat(tokenizer)
     if not tokenizer.chat_template:
         raise ValueError(
