@@ -17,6 +17,7 @@ Reads check every tensor against the config and name the file and tensor that is
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -57,9 +58,16 @@ def save_checkpoint(
     model: Transformer | ScoreModel, directory: str | Path, tokenizer: Tokenizer | None = None
 ) -> Path:
     """Write `model` (and its tokenizer) as a Hugging Face directory, atomically."""
+    return _atomically(
+        directory, lambda tmp: write_checkpoint(tmp, model.config, model.state_dict(), tokenizer)
+    )
+
+
+def _atomically(directory: str | Path, write: Callable[[Path], None]) -> Path:
+    """`write` the files into a temporary sibling of `directory`, then rename it into place."""
     directory = Path(directory)
     tmp = temporary_sibling(directory)
-    write_checkpoint(tmp, model.config, model.state_dict(), tokenizer)
+    write(tmp)
     replace_directory(tmp, directory)
     return directory
 
@@ -115,11 +123,10 @@ def save_policy_with_value(
 ) -> Path:
     """Write `model`'s policy as a Hugging Face directory and its value head beside it,
     atomically."""
-    directory = Path(directory)
-    tmp = temporary_sibling(directory)
-    write_policy_with_value(tmp, model.config, model.state_dict(), tokenizer)
-    replace_directory(tmp, directory)
-    return directory
+    state_dict = model.state_dict()
+    return _atomically(
+        directory, lambda tmp: write_policy_with_value(tmp, model.config, state_dict, tokenizer)
+    )
 
 
 def write_policy_with_value(
