@@ -22,11 +22,11 @@ from torch import nn
 
 from charter.config import ModelConfig, num_parameters
 from charter.data.shards import TokenShards
+from charter.metrics import read_metrics
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
 from charter.train.distributed import Distributed
 from charter.train.loop import TrainConfig, train
-from charter.metrics import read_metrics
 from charter.train.pretrain import DataSettings, PretrainTask
 
 

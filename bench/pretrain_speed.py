@@ -27,8 +27,8 @@ from transformers import LlamaForCausalLM
 
 from charter.checkpoint import save_checkpoint
 from charter.config import preset
-from charter.model import Transformer
 from charter.metrics import read_metrics
+from charter.model import Transformer
 
 
 def step_throughput(tier: str, batch: int, seq_len: int, repeats: int) -> dict[str, float]:

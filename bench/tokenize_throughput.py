@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from charter.data.documents import python_docstrings, read_documents, write_documents
     from charter.data.prepare import batch_encoder, prepare
-    from charter.tokenizer import Tokenizer
     from charter.metrics import read_metrics
+    from charter.tokenizer import Tokenizer
 
     default_corpora = Path("cache/corpora")
     if args.input:

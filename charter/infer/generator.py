@@ -27,11 +27,17 @@ from typing import Any, Literal
 
 from charter import chat
 from charter.chat.parse import Event
-from charter.infer.engine import CONTEXT_WINDOW, END_TURN, MAX_TOKENS, STOP_SEQUENCE
 
-# The stop reasons of the Messages API: the engine's four, and a turn that ends in tool calls.
+# The stop reasons of the Messages API: the engine's four, re-exported for Generator users, and
+# a turn that ends in tool calls.
+from charter.infer.engine import (  # noqa: F401
+    CONTEXT_WINDOW,
+    END_TURN,
+    MAX_TOKENS,
+    STOP_SEQUENCE,
+)
+
 TOOL_USE = "tool_use"
-STOP_REASONS = (END_TURN, MAX_TOKENS, STOP_SEQUENCE, TOOL_USE, CONTEXT_WINDOW)
 
 
 class InvalidRequest(ValueError):
