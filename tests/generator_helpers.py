@@ -24,13 +24,15 @@ Script = Callable[[TurnRequest], str | tuple[str, str]]
 
 
 class ScriptedGenerator(Generator):
-    """Answers every request from `script`; `requests` records what it was asked, in order."""
+    """Answers every request from `script`; `requests` records what it was asked, in order,
+    and `batches` the number of requests in each `generate` call."""
 
     def __init__(self, format: ChatFormat, script: Script, name: str = "scripted") -> None:
         self.format = format
         self.script = script
         self.name = name
         self.requests: list[TurnRequest] = []
+        self.batches: list[int] = []
 
     @property
     def context_window(self) -> None:
@@ -38,6 +40,7 @@ class ScriptedGenerator(Generator):
 
     def generate(self, requests, progress=None, errors="raise"):
         self.requests += requests
+        self.batches.append(len(requests))
         return [self._turn(request) for request in requests]
 
     def _turn(self, request: TurnRequest) -> Turn:
