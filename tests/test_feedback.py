@@ -10,6 +10,7 @@ import torch
 
 from charter import chat
 from charter.align.feedback import (
+    ANSWER_CUE,
     EXAMPLES,
     Comparison,
     FewShotExample,
@@ -121,6 +122,25 @@ def test_critique_needs_one_principle_or_one_each(tokenizer):
 # ---- comparisons by option log-probabilities ----
 
 
+def test_a_comparison_shows_the_conversation_as_a_transcript_of_its_text():
+    def message(role, *blocks):
+        return chat.Message(role, list(blocks))
+
+    said = [
+        message("user", chat.TextBlock("Hi.")),
+        message("assistant", chat.TextBlock("Hello.")),
+        message("user", chat.TextBlock(PROMPT)),
+    ]
+    question = comparison_prompt(chat.Conversation(said, "Be kind."), GOOD, BAD, HONEST)
+    text = question.messages[0].content[0].text
+    transcript = f"System: Be kind.\n\nUser: Hi.\n\nAssistant: Hello.\n\nUser: {PROMPT}"
+    assert transcript in text
+    assert f"{HONEST.comparison_question}\n\n(A) {GOOD}\n\n(B) {BAD}" in text
+    called = message("assistant", chat.ToolUseBlock("t1", "calculator", {}))
+    with pytest.raises(ValueError, match="message 2 has a tool_use block"):
+        comparison_prompt(chat.Conversation([said[0], called, said[2]]), GOOD, BAD, HONEST)
+
+
 @pytest.fixture(scope="module")
 def local(tokenizer):
     torch.manual_seed(0)
@@ -179,6 +199,25 @@ def test_clamp_bounds_the_final_probability(local):
     assert clamped.per_principle == free.per_principle  # only the final label is clamped
 
 
+def test_chain_of_thought_scores_the_options_after_the_models_own_reasoning(local, monkeypatch):
+    sizes = []
+    score = local.score
+    monkeypatch.setattr(
+        local, "score", lambda requests: sizes.append(len(requests)) or score(requests)
+    )
+    (result,) = compare(local, [Comparison(PROMPT, GOOD, BAD)], [HARMLESS], reasoning_tokens=8)
+    assert sizes == [1, 4]  # the probe (can it score?), then both orders' two options
+    for order, shown in zip(result.judgements[0].orders, [(GOOD, BAD), (BAD, GOOD)], strict=True):
+        (reasoning,) = order.reasonings
+        question = comparison_prompt(PROMPT, *shown, HARMLESS, reasoning=True)
+        assert ANSWER_CUE in question.messages[0].content[0].text
+        replies = [f"{reasoning.rstrip()}\n\n{ANSWER_CUE} {o}" for o in ("(A)", "(B)")]
+        a, b = score([ScoreRequest(question, [chat.TextBlock(r)]) for r in replies])
+        assert order.logprobs == pytest.approx((a.total, b.total), abs=1e-6)
+        expected = 1 / (1 + math.exp(b.total - a.total))
+        assert order.p_options == pytest.approx((expected, 1 - expected), abs=1e-6)
+
+
 # ---- comparisons by votes ----
 
 VOTES = 4
@@ -231,6 +270,23 @@ def test_forced_logprobs_on_a_generator_that_cannot_score_raise(tokenizer):
     with pytest.raises(ValueError, match="3 lists of principles for 1 comparisons"):
         compare(generator, [Comparison(PROMPT, GOOD, BAD)], [[HARMLESS]] * 3)
     assert compare(generator, [], [HARMLESS]) == []
+
+
+def test_reasoned_votes_count_the_letter_after_the_last_answer_cue(tokenizer):
+    def reason(request):
+        if request.options.seed % 2:
+            return "Both (A) and (B) have merits; hard to say."  # never reaches the cue
+        return f"(A) is risky, (B) is careful. {ANSWER_CUE} (B)."
+
+    generator = ScriptedGenerator(CharterFormat(tokenizer), reason)
+    (result,) = compare(
+        generator, [Comparison(PROMPT, GOOD, BAD)], [HARMLESS], votes=4, reasoning_tokens=50
+    )
+    a_first, b_first = result.judgements[0].orders
+    assert (a_first.votes, a_first.unparsed) == ((0, 2), 2)
+    assert len(a_first.reasonings) == 4 and a_first.reasonings[0].startswith("(A) is risky")
+    assert result.p_a == pytest.approx(0.5)  # always (B): pure position bias, cancelled
+    assert {r.options.max_tokens for r in generator.requests} == {16 + 50}
 
 
 @pytest.mark.parametrize(

@@ -36,8 +36,15 @@ optional `clamp` bounds the final probability (RL-CAI clamps chain-of-thought la
 
 Votes are deterministic given `seed` (on a generator that honours seeds): vote k of question q
 (questions numbered per comparison, per principle, per order) is sampled with seed
-`seed + q * votes + k`. Chain-of-thought comparisons (reasoning before the answer) are not here
-yet.
+`seed + q * votes + k`.
+
+With `reasoning_tokens` (chain of thought) the model is asked to reason first and to end with
+"So the answer is (A)" or "(B)". On the logprobs path it reasons greedily until that cue (one
+`generate` call), and the two scored replies are its reasoning followed by the cue and each
+option: the reasoning's tokens score the same in both and cancel, so the softmax is over the
+options given the reasoning. On the votes path each sampled reply reasons and is read for the
+letter after its last cue. `method="auto"` first scores one option to learn whether the
+generator can, so that the reasoning is not generated for nothing.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ from charter.infer.generator import (
 
 LOGPROBS, VOTES = "logprobs", "votes"
 OPTIONS = ("(A)", "(B)")
+ANSWER_CUE = "So the answer is"  # ends the reasoning of a chain-of-thought comparison
 
 # A prompt: one user message, or a conversation that ends with the user's turn.
 Prompt = str | chat.Conversation
@@ -247,6 +255,7 @@ class OrderJudgement:
     logprobs: tuple[float, float] | None = None  # each option's total log-probability
     votes: tuple[int, int] | None = None  # votes for (A) and (B)
     unparsed: int = 0  # votes that chose neither option
+    reasonings: tuple[str, ...] = ()  # with chain of thought: the reasoning, or each vote's
 
     @property
     def p_a(self) -> float:
@@ -285,9 +294,16 @@ Question = tuple[chat.Conversation, bool]
 
 
 def comparison_prompt(
-    prompt: Prompt, first: str, second: str, principle: Principle
+    prompt: Prompt, first: str, second: str, principle: Principle, reasoning: bool = False
 ) -> chat.Conversation:
-    """The multiple-choice question: `first` is option (A), `second` option (B)."""
+    """The multiple-choice question: `first` is option (A), `second` option (B); with
+    `reasoning`, the model is asked to think before it answers."""
+    answer = f"Answer with {OPTIONS[0]} or {OPTIONS[1]} only."
+    if reasoning:
+        answer = (
+            "Think it through step by step first, then finish with "
+            f'"{ANSWER_CUE} {OPTIONS[0]}" or "{ANSWER_CUE} {OPTIONS[1]}".'
+        )
     text = (
         "Here is a conversation between a user and an AI assistant, followed by two candidate "
         "replies for the assistant's next turn.\n\n"
@@ -295,7 +311,7 @@ def comparison_prompt(
         f"{principle.comparison_question}\n\n"
         f"{OPTIONS[0]} {first}\n\n"
         f"{OPTIONS[1]} {second}\n\n"
-        f"Answer with {OPTIONS[0]} or {OPTIONS[1]} only."
+        f"{answer}"
     )
     return chat.Conversation([_message("user", text)])
 
@@ -310,40 +326,50 @@ def compare(
     temperature: float = 1.0,
     max_tokens: int = 16,
     seed: int = 0,
+    reasoning_tokens: int | None = None,
     clamp: tuple[float, float] | None = None,
     progress: str | None = None,
 ) -> list[ComparisonResult]:
     """P(response A is better) for each comparison under its principles (one list for all, or
     one list per comparison), in one `score` call or one `generate` call of `votes` samples per
-    question (see the module docstring)."""
+    question; with `reasoning_tokens`, the model first reasons in up to that many tokens (see
+    the module docstring)."""
     if method not in ("auto", LOGPROBS, VOTES):
         raise ValueError(f"method must be auto, logprobs or votes, got {method!r}")
     if votes < 1:
         raise ValueError(f"votes must be ≥ 1, got {votes}")
+    if reasoning_tokens is not None and reasoning_tokens < 1:
+        raise ValueError(f"reasoning_tokens must be ≥ 1, got {reasoning_tokens}")
     if clamp is not None and not 0 <= clamp[0] <= clamp[1] <= 1:
         raise ValueError(f"clamp must be (low, high) with 0 ≤ low ≤ high ≤ 1, got {clamp}")
     chosen = _lists_each(principles, len(comparisons))
     if not comparisons:
         return []
+    reasoning = reasoning_tokens is not None
     # Every question, flat: per comparison, per principle, A shown first then B shown first.
     questions = [
         question
         for c, ps in zip(comparisons, chosen, strict=True)
         for p in ps
         for question in (
-            (comparison_prompt(c.prompt, c.response_a, c.response_b, p), True),
-            (comparison_prompt(c.prompt, c.response_b, c.response_a, p), False),
+            (comparison_prompt(c.prompt, c.response_a, c.response_b, p, reasoning), True),
+            (comparison_prompt(c.prompt, c.response_b, c.response_a, p, reasoning), False),
         )
     ]
     used, answers = VOTES, None
     if method != VOTES:
         try:
-            answers, used = _by_logprobs(generator, questions), LOGPROBS
+            if reasoning and method == "auto":  # learn whether it scores before reasoning
+                generator.score([ScoreRequest(questions[0][0], [chat.TextBlock(OPTIONS[0])])])
+            answers = _by_logprobs(generator, questions, reasoning_tokens, progress)
+            used = LOGPROBS
         except ScoringUnsupported:
             if method == LOGPROBS:
                 raise
     if answers is None:
-        answers = _by_votes(generator, questions, votes, temperature, max_tokens, seed, progress)
+        answers = _by_votes(
+            generator, questions, votes, temperature, max_tokens, seed, reasoning_tokens, progress
+        )
     results, next_answer = [], iter(answers)
     for ps in chosen:
         judgements = tuple(
@@ -356,15 +382,33 @@ def compare(
     return results
 
 
-def _by_logprobs(generator: Generator, questions: list[Question]) -> list[OrderJudgement]:
-    requests = [
-        ScoreRequest(q, [chat.TextBlock(option)]) for q, _ in questions for option in OPTIONS
+def _by_logprobs(
+    generator: Generator,
+    questions: list[Question],
+    reasoning_tokens: int | None,
+    progress: str | None,
+) -> list[OrderJudgement]:
+    # With chain of thought, the reasoning (greedy, up to the answer cue) starts both replies;
+    # its tokens score the same in both, so it cancels in the softmax and only conditions it.
+    reasonings: list[str] = []
+    if reasoning_tokens is not None:
+        options = TurnOptions(reasoning_tokens, temperature=0.0, stop_sequences=[ANSWER_CUE])
+        requests = [TurnRequest(q, options) for q, _ in questions]
+        reasonings = [turn.text for turn in generator.generate(requests, progress)]
+    starts = [f"{r.rstrip()}\n\n{ANSWER_CUE} " for r in reasonings] or [""] * len(questions)
+    scored = [
+        ScoreRequest(q, [chat.TextBlock(start + option)])
+        for (q, _), start in zip(questions, starts, strict=True)
+        for option in OPTIONS
     ]
-    totals = [s.total for s in generator.score(requests)]
+    totals = [s.total for s in generator.score(scored)]
     judgements = []
-    for (_, a_first), i in zip(questions, range(0, len(totals), 2), strict=True):
-        pair = (totals[i], totals[i + 1])
-        judgements.append(OrderJudgement(a_first, _softmax2(*pair), logprobs=pair))
+    for number, (_, a_first) in enumerate(questions):
+        pair = (totals[2 * number], totals[2 * number + 1])
+        shown = tuple(reasonings[number : number + 1])
+        judgements.append(
+            OrderJudgement(a_first, _softmax2(*pair), logprobs=pair, reasonings=shown)
+        )
     return judgements
 
 
@@ -375,25 +419,38 @@ def _by_votes(
     temperature: float,
     max_tokens: int,
     seed: int,
+    reasoning_tokens: int | None,
     progress: str | None,
 ) -> list[OrderJudgement]:
+    reasoning = reasoning_tokens is not None
+    length = max_tokens + (reasoning_tokens or 0)
     requests = [
         TurnRequest(
-            q,
-            TurnOptions(max_tokens=max_tokens, temperature=temperature, seed=seed + i * votes + k),
+            q, TurnOptions(max_tokens=length, temperature=temperature, seed=seed + i * votes + k)
         )
         for i, (q, _) in enumerate(questions)
         for k in range(votes)
     ]
-    choices = [parse_choice(turn.text) for turn in generator.generate(requests, progress)]
+    texts = [turn.text for turn in generator.generate(requests, progress)]
+    # Reasoning weighs both options; only what follows its last answer cue is the vote.
+    choices = [parse_choice(_after_cue(t) if reasoning else t) for t in texts]
     judgements = []
     for (_, a_first), i in zip(questions, range(0, len(choices), votes), strict=True):
         asked = choices[i : i + votes]
         count = (asked.count(0), asked.count(1))
         parsed = sum(count)
         shares = (count[0] / parsed, count[1] / parsed) if parsed else (0.5, 0.5)
-        judgements.append(OrderJudgement(a_first, shares, votes=count, unparsed=votes - parsed))
+        shown = tuple(texts[i : i + votes]) if reasoning else ()
+        judgements.append(
+            OrderJudgement(a_first, shares, votes=count, unparsed=votes - parsed, reasonings=shown)
+        )
     return judgements
+
+
+def _after_cue(text: str) -> str:
+    """What follows the last answer cue; nothing where the reasoning never reached one."""
+    at = text.lower().rfind(ANSWER_CUE.lower())
+    return text[at + len(ANSWER_CUE) :] if at >= 0 else ""
 
 
 # "(A)", "( b )": the option as offered.
