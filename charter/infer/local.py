@@ -1,7 +1,7 @@
 """`LocalGenerator`: a checkpoint on Charter's engine, behind the `Generator` interface.
 
 It owns what a turn means beyond the engine's tokens:
-- rendering in the checkpoint's chat format (`chat_format.py`), and parsing the output back
+- rendering in the checkpoint's chat format (`chat/format.py`), and parsing the output back
   into content blocks;
 - thinking: the prompt opens a think block and `ThinkingBudget` closes it after `budget` tokens
   if the model has not closed it itself, or when the model would end its turn inside it;
@@ -53,7 +53,7 @@ from charter.infer.thinking import ThinkingBudget
 
 
 @dataclass
-class _Prepared:
+class PreparedTurn:
     """A request rendered and checked, ready for the engine; turns its completion into a Turn."""
 
     prompt_ids: list[int]
@@ -102,7 +102,7 @@ class LocalGenerator(Generator):
 
     # ---- requests → engine requests ----
 
-    def prepare(self, request: TurnRequest) -> _Prepared:
+    def prepare(self, request: TurnRequest) -> PreparedTurn:
         """Check and render `request`; raises `InvalidRequest` naming the field at fault."""
         conversation, options = request.conversation, self._resolve_adaptive(request)
         _validate(conversation, options)
@@ -129,7 +129,7 @@ class LocalGenerator(Generator):
             seed=options.seed,
         )
         prefill = conversation.messages[-1].role == "assistant"
-        return _Prepared(
+        return PreparedTurn(
             prompt, params, prefix, internal, thinking and not prefill, options.thinking_budget
         )
 
@@ -145,7 +145,7 @@ class LocalGenerator(Generator):
         budget = adaptive_budget(options.max_tokens) if can_think else None
         return replace(options, thinking_budget=budget)
 
-    def _engine_request(self, prepared: _Prepared) -> GenerationRequest:
+    def _engine_request(self, prepared: PreparedTurn) -> GenerationRequest:
         request = GenerationRequest(prepared.prompt_ids, prepared.params)
         if prepared.thinking_budget is not None:
             request.logits_processors.append(
@@ -161,7 +161,7 @@ class LocalGenerator(Generator):
             self._started = True
         return self.worker.submit(job)
 
-    def _parse(self, prepared: _Prepared, text: str) -> list[chat.Block]:
+    def _parse(self, prepared: PreparedTurn, text: str) -> list[chat.Block]:
         parser = self.format.parser(starts_in_thinking=prepared.starts_in_thinking)
         parser.feed(prepared.prefix + text)
         parser.finish()
@@ -170,7 +170,7 @@ class LocalGenerator(Generator):
     # ---- the Generator interface ----
 
     def generate(self, requests, progress=None, errors="raise"):
-        prepared: list[_Prepared | InvalidRequest] = []
+        prepared: list[PreparedTurn | InvalidRequest] = []
         for request in requests:  # every error before any generation
             try:
                 prepared.append(self.prepare(request))
@@ -182,7 +182,7 @@ class LocalGenerator(Generator):
         jobs = {
             i: self._submit(BatchJob(self._engine_request(p), finished))
             for i, p in enumerate(prepared)
-            if isinstance(p, _Prepared)
+            if isinstance(p, PreparedTurn)
         }
         try:
             with tqdm(total=len(jobs), desc=progress, unit="turn", disable=not progress) as bar:
@@ -197,7 +197,7 @@ class LocalGenerator(Generator):
             raise
         return [
             p.turn(jobs[i].completion, self._parse(p, jobs[i].completion.text))
-            if isinstance(p, _Prepared)
+            if isinstance(p, PreparedTurn)
             else p
             for i, p in enumerate(prepared)
         ]
@@ -252,7 +252,9 @@ class LocalGenerator(Generator):
 
 
 class _LocalTurnStream(TurnStream):
-    def __init__(self, generator: LocalGenerator, prepared: _Prepared, job: StreamingJob) -> None:
+    def __init__(
+        self, generator: LocalGenerator, prepared: PreparedTurn, job: StreamingJob
+    ) -> None:
         self._prepared = prepared
         self._job = job
         self._parser = generator.format.parser(starts_in_thinking=prepared.starts_in_thinking)
