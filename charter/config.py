@@ -2,7 +2,8 @@
 parameter-count and FLOPs-per-token formulas.
 
 Field names follow `transformers.LlamaConfig` so that `config.json` is readable by Hugging Face
-tools as-is, and any Llama `config.json` is readable by us.
+tools as-is, and any Llama `config.json` is readable by us. Two model families share the one
+decoder: Llama, and Qwen2 (Llama with biases on the q/k/v projections, `model_type` "qwen2").
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from typing import Any
 CAUSAL_LM = "LlamaForCausalLM"
 SEQUENCE_CLASSIFICATION = "LlamaForSequenceClassification"
 ARCHITECTURES = (CAUSAL_LM, SEQUENCE_CLASSIFICATION)
+
+# config.json's `model_type` → the prefix of its architectures' class names. `architecture` keeps
+# Llama's spelling of the head whatever the family; config.json gets the family's own
+# (Qwen2ForCausalLM), since that is the class transformers builds.
+FAMILIES = {"llama": "Llama", "qwen2": "Qwen2"}
 
 
 @dataclass
@@ -36,10 +42,15 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
-    architecture: str = CAUSAL_LM  # config.json's `architectures`, one of ARCHITECTURES
+    architecture: str = CAUSAL_LM  # the head, one of ARCHITECTURES (Llama's names)
     num_labels: int = 1  # outputs of the score head (SEQUENCE_CLASSIFICATION only)
+    model_type: str = "llama"  # the family, one of FAMILIES
 
     def __post_init__(self) -> None:
+        if self.model_type not in FAMILIES:
+            raise ValueError(
+                f"model_type {self.model_type!r} unsupported; choose from {', '.join(FAMILIES)}"
+            )
         if self.architecture not in ARCHITECTURES:
             raise ValueError(
                 f"architecture {self.architecture!r} unsupported; choose from "
@@ -62,6 +73,16 @@ class ModelConfig:
         if self.head_dim % 2:
             raise ValueError(f"head_dim {self.head_dim} must be even for rotary embeddings")
 
+    @property
+    def qkv_bias(self) -> bool:
+        """Whether the q, k and v projections have biases (Qwen2's; never o_proj or the MLP)."""
+        return self.model_type == "qwen2"
+
+    @property
+    def hf_architecture(self) -> str:
+        """config.json's `architectures` entry: the head under the family's class name."""
+        return FAMILIES[self.model_type] + self.architecture.removeprefix("Llama")
+
     # ---- Hugging Face config.json ----
 
     def to_hf_dict(self) -> dict[str, Any]:
@@ -76,27 +97,37 @@ class ModelConfig:
                 label2id={name: int(i) for i, name in labels.items()},
             )
         d.update(
-            architectures=[self.architecture],
-            model_type="llama",
+            architectures=[self.hf_architecture],
             hidden_act="silu",
-            attention_bias=False,
-            mlp_bias=False,
             rope_scaling=None,
             torch_dtype="float32",
         )
+        if self.model_type == "qwen2":  # its biases are fixed by the family, not a flag
+            d.update(use_sliding_window=False, sliding_window=None)
+        else:
+            d.update(attention_bias=False, mlp_bias=False)
         return d
 
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any], source: str = "config.json") -> ModelConfig:
-        """Read a Llama `config.json` (transformers 4 or 5 layout); refuse what we cannot run."""
+        """Read a Llama or Qwen2 `config.json` (transformers 4 or 5 layout); refuse what we
+        cannot run."""
         model_type = d.get("model_type", "llama")
-        if model_type != "llama":
-            raise ValueError(f"{source}: model_type {model_type!r} is not a Llama architecture")
-        architectures = d.get("architectures") or [CAUSAL_LM]
-        if len(architectures) != 1 or architectures[0] not in ARCHITECTURES:
+        if model_type not in FAMILIES:
+            raise ValueError(
+                f"{source}: model_type {model_type!r} is not an architecture Charter runs "
+                f"({', '.join(FAMILIES)})"
+            )
+        heads = {FAMILIES[model_type] + a.removeprefix("Llama"): a for a in ARCHITECTURES}
+        architectures = d.get("architectures") or [next(iter(heads))]
+        if len(architectures) != 1 or architectures[0] not in heads:
             raise ValueError(
                 f"{source}: architectures {architectures} unsupported; Charter reads "
-                f"{' or '.join(ARCHITECTURES)}"
+                f"{' or '.join(heads)} for model_type {model_type!r}"
+            )
+        if d.get("use_sliding_window"):
+            raise ValueError(
+                f"{source}: use_sliding_window=true (sliding-window attention) is not supported"
             )
         if d.get("hidden_act", "silu") != "silu":
             raise ValueError(f"{source}: hidden_act {d['hidden_act']!r} unsupported (only silu)")
@@ -115,8 +146,9 @@ class ModelConfig:
         theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))
         names = {f.name for f in dataclasses.fields(cls)} - {"architecture", "num_labels"}
         kwargs = {k: v for k, v in d.items() if k in names}
-        kwargs["architecture"] = architectures[0]
-        if architectures[0] == SEQUENCE_CLASSIFICATION:
+        kwargs["model_type"] = model_type
+        kwargs["architecture"] = heads[architectures[0]]
+        if kwargs["architecture"] == SEQUENCE_CLASSIFICATION:
             kwargs["num_labels"] = _num_labels(d, source)
         kwargs["rope_theta"] = float(theta)
         kwargs.setdefault("num_key_value_heads", d.get("num_attention_heads"))
@@ -208,6 +240,8 @@ PRESETS = ["micro", *TIER_DEPTHS]
 def num_parameters(c: ModelConfig, include_embedding: bool = True) -> int:
     d, hd = c.hidden_size, c.head_dim
     attn = d * hd * (c.num_attention_heads * 2 + c.num_key_value_heads * 2)  # q, o, k, v
+    if c.qkv_bias:
+        attn += hd * (c.num_attention_heads + 2 * c.num_key_value_heads)
     mlp = 3 * d * c.intermediate_size
     per_layer = attn + mlp + 2 * d  # + two RMSNorm weights
     n = c.num_hidden_layers * per_layer + d  # + final norm

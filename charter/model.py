@@ -1,4 +1,5 @@
 """The Llama-style decoder-only transformer, with a pre-allocated KV cache for decoding.
+(Qwen2 is the same with biases on the q, k and v projections: `ModelConfig.qkv_bias`.)
 
     tokens → embedding → N × [x + Attn(RMSNorm(x)), x + SwiGLU(RMSNorm(x))] → RMSNorm → LM head
 
@@ -132,10 +133,10 @@ class Attention(nn.Module):
         self.layer_index = layer_index
         self.n_heads, self.n_kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = config.head_dim
-        d = config.hidden_size
-        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
+        d, bias = config.hidden_size, config.qkv_bias  # Qwen2 biases q, k and v; Llama none
+        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
 
     def forward(
@@ -218,10 +219,13 @@ class Transformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Hugging Face Llama's initialisation: N(0, initializer_range) weights, unit norms."""
+        """Hugging Face Llama's initialisation: N(0, initializer_range) weights, zero biases,
+        unit norms."""
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
 

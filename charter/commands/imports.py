@@ -32,11 +32,11 @@ def cmd_import_hf(args: argparse.Namespace) -> None:
 
 def _report(out: Path, source: str | Path) -> None:
     from charter.checkpoint import load_config
-    from charter.config import num_parameters
+    from charter.config import FAMILIES, num_parameters
 
     c = load_config(out)
     print(
-        f"imported {source}: Llama, {num_parameters(c) / 1e6:.1f}M parameters, "
+        f"imported {source}: {FAMILIES[c.model_type]}, {num_parameters(c) / 1e6:.1f}M parameters, "
         f"{c.num_hidden_layers} layers, width {c.hidden_size}, "
         f"heads {c.num_attention_heads} (KV {c.num_key_value_heads}), vocab {c.vocab_size}"
     )

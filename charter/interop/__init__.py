@@ -1,7 +1,7 @@
 """Importing other projects' models as Charter checkpoints.
 
-gguf_import.py   a Llama GGUF file (llama.cpp's format), dequantised, with its tokenizer
-hf_import.py     a local Hugging Face LlamaForCausalLM directory
+gguf_import.py   a Llama or Qwen2 GGUF file (llama.cpp's format), dequantised, with its tokenizer
+hf_import.py     a local Hugging Face LlamaForCausalLM or Qwen2ForCausalLM directory
 verify.py        the common ending: write atomically, load back, check, rename into place
 commands.py      `charter import gguf|smollm2|hf`
 """

@@ -3,7 +3,8 @@
 `charter export gguf MODEL_DIR --out FILE [--dtype f32|f16|bf16|q8_0]` is the inverse of
 `gguf_import.py`, and leans on the same knowledge:
 
-- metadata: the `llama.*` keys the importer reads, from `config.json`;
+- metadata: `general.architecture` ("llama", or "qwen2" for a Qwen2 checkpoint) and the
+  `{arch}.*` keys the importer reads, from `config.json`;
 - tokenizer: the vocabulary in id order with llama.cpp's token types (CONTROL for special added
   tokens, USER_DEFINED for other added tokens), the pre-tokeniser's llama.cpp name, and merges,
   special token ids and chat template read by the `gguf` package's `SpecialVocab`, as
@@ -13,10 +14,13 @@
   names are all ones llama.cpp accepts (a test loads each in llama.cpp) and every one we write
   is one we read back. Charter's own tokenizers (the Llama-3 split) get "llama-bpe", SmolLM2's
   (digits split off, then GPT-2's split) "smollm", a plain byte-level BPE as `tokenizers` and
-  transformers make it (GPT-2's split) "gpt-2"; any other is refused, naming it;
-- tensors: renamed with gguf's HF↔GGUF name map, Q/K rows permuted into llama.cpp's RoPE order
-  (`permute_rope_rows`, undone by the importer's `unpermute_rope_rows`), norms kept in F32 (as
-  llama.cpp does), everything else in the chosen type.
+  transformers make it (GPT-2's split) "gpt-2", Qwen2's "qwen2"; any other is refused, naming
+  it. The only normaliser allowed is the one the pre-tokeniser's vocabulary is published with
+  (Qwen2's NFC), which llama.cpp's own converter drops too: Charter tokenises before llama.cpp
+  sees the ids, so only other llama.cpp tools see the difference, on text not already NFC;
+- tensors: renamed with gguf's HF↔GGUF name map, a Llama's Q/K rows permuted into llama.cpp's
+  RoPE order (`permute_rope_rows`, undone by the importer's `unpermute_rope_rows`), norms and
+  biases kept in F32 (as llama.cpp does), everything else in the chosen type.
 
 The file is written beside its destination and renamed into place, so a failed export never
 leaves a partial file under the final name.
@@ -38,7 +42,12 @@ from gguf import LlamaFileType, TokenType
 from charter.checkpoint import hf_tensor_name, load_checkpoint, load_tokenizer
 from charter.config import ModelConfig
 from charter.files import resolve_directory
-from charter.interop.gguf_import import ARCHITECTURE, PRE_TOKENIZERS
+from charter.interop.gguf_import import (
+    ARCHITECTURES,
+    NORMALIZERS,
+    PRE_TOKENIZERS,
+    permuted_rope_heads,
+)
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
 
@@ -84,20 +93,33 @@ def _splitting(pre_tokenizer: Any) -> Any:
     return strip(json.loads(pre_tokenizer.__getstate__())) if pre_tokenizer else None
 
 
-def pre_tokenizer_name(tokenizer: Tokenizer, source: Path) -> str:
+def _known_pre_tokenizer(tokenizer: Tokenizer) -> str | None:
     """llama.cpp's name for the tokenizer's pre-tokeniser (the first the importer maps to it)."""
     ours = _splitting(tokenizer.backend.pre_tokenizer)
-    for name, build in PRE_TOKENIZERS.items():
-        if _splitting(build()) == ours:
-            return name
+    matches = (name for name, build in PRE_TOKENIZERS.items() if _splitting(build()) == ours)
+    return next(matches, None)
+
+
+def pre_tokenizer_name(tokenizer: Tokenizer, source: Path) -> str:
+    """`_known_pre_tokenizer`, or an error naming the pre-tokeniser."""
+    name = _known_pre_tokenizer(tokenizer)
+    if name is not None:
+        return name
+    ours = _splitting(tokenizer.backend.pre_tokenizer)
     raise GGUFExportError(
         f"{source}/tokenizer.json: its pre-tokeniser {json.dumps(ours)} matches none llama.cpp "
         f"implements that Charter knows ({', '.join(PRE_TOKENIZERS)})"
     )
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Whether two `tokenizers` components have the same settings."""
+    return json.loads(a.__getstate__()) == json.loads(b.__getstate__())
+
+
 def check_byte_level_bpe(tokenizer: Tokenizer, source: Path) -> None:
-    """llama.cpp's "gpt2" tokenizer is a byte-level BPE with no normaliser; refuse anything else."""
+    """llama.cpp's "gpt2" tokenizer is a byte-level BPE with no normaliser (but its
+    pre-tokeniser's own, `NORMALIZERS`); refuse anything else."""
     description = json.loads(tokenizer.backend.to_str())
     model, decoder = description.get("model") or {}, description.get("decoder") or {}
     if (
@@ -109,7 +131,9 @@ def check_byte_level_bpe(tokenizer: Tokenizer, source: Path) -> None:
             f"{source}/tokenizer.json: only byte-level BPE tokenizers can be exported (model "
             f"{model.get('type')!r}, decoder {decoder.get('type')!r})"
         )
-    if description.get("normalizer"):
+    normalizer = tokenizer.backend.normalizer
+    expected = NORMALIZERS.get(_known_pre_tokenizer(tokenizer))
+    if normalizer is not None and not (expected and _same(normalizer, expected())):
         raise GGUFExportError(
             f"{source}/tokenizer.json: a normaliser ({description['normalizer'].get('type')}) "
             "has no llama.cpp equivalent"
@@ -188,25 +212,25 @@ def add_metadata(writer: gguf.GGUFWriter, config: ModelConfig, name: str, dtype:
 
 
 def gguf_tensors(model: Transformer) -> dict[str, np.ndarray]:
-    """The model's weights under GGUF names, fp32 in PyTorch's (out, in) layout, Q/K permuted."""
+    """The model's weights under GGUF names, fp32 in PyTorch's (out, in) layout, a Llama's Q/K
+    permuted."""
     config = model.config
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    names = gguf.get_tensor_name_map(ARCHITECTURES[config.model_type], config.num_hidden_layers)
     tensors = {}
     for name, weight in model.state_dict().items():
         if config.tie_word_embeddings and name == "lm_head.weight":
             continue  # llama.cpp reuses token_embd when output.weight is absent
-        if name.endswith("self_attn.q_proj.weight"):
-            weight = permute_rope_rows(weight, config.num_attention_heads)
-        elif name.endswith("self_attn.k_proj.weight"):
-            weight = permute_rope_rows(weight, config.num_key_value_heads)
-        gguf_name = names.get_name(hf_tensor_name(name), try_suffixes=(".weight",))
+        heads = permuted_rope_heads(hf_tensor_name(name), config)
+        if heads is not None:
+            weight = permute_rope_rows(weight, heads)
+        gguf_name = names.get_name(hf_tensor_name(name), try_suffixes=(".weight", ".bias"))
         tensors[gguf_name] = weight.detach().float().numpy()
     return tensors
 
 
 def add_tensor(writer: gguf.GGUFWriter, name: str, weight: np.ndarray, dtype: str) -> None:
     tensor_type = EXPORT_TYPES[dtype][0]
-    if weight.ndim == 1 or tensor_type == QuantType.F32:  # norms stay F32, as in llama.cpp
+    if weight.ndim == 1 or tensor_type == QuantType.F32:  # norms, biases: F32, as in llama.cpp
         writer.add_tensor(name, weight)
         return
     try:
@@ -232,7 +256,7 @@ def export_gguf(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    writer = gguf.GGUFWriter(tmp, ARCHITECTURE)
+    writer = gguf.GGUFWriter(tmp, model.config.model_type)  # its GGUF name too
     try:
         add_metadata(writer, model.config, Path(model_dir).resolve().name, dtype)
         add_tokenizer(writer, tokenizer, model.config, source)

@@ -3,12 +3,13 @@
 A GGUF holds everything a model needs in one file: metadata under llama.cpp's key names, the
 tokenizer as metadata arrays, and the tensors, often quantised. Importing it means:
 
-- config: LlamaConfig fields from `llama.*` metadata (and tied embeddings when `output.weight`
-  is absent);
+- config: LlamaConfig fields from `llama.*` (or `qwen2.*`) metadata (and tied embeddings when
+  `output.weight` is absent);
 - weights: each tensor dequantised to fp32 by the `gguf` package, renamed with gguf's own
-  HF↔GGUF name map, and Q/K rows put back in Hugging Face order (see `unpermute_rope_rows`);
+  HF↔GGUF name map for the architecture, and (Llama only) Q/K rows put back in Hugging Face
+  order (see `unpermute_rope_rows`);
 - tokenizer: a `tokenizers` byte-level BPE rebuilt from the vocabulary, merges, token types,
-  pre-tokeniser name and chat template.
+  pre-tokeniser name (and the normaliser that name implies) and chat template.
 
 Anything we cannot reproduce exactly (another architecture, rope scaling, a SentencePiece
 vocabulary, an unknown pre-tokeniser, a quantisation we do not read) is refused with an error
@@ -28,7 +29,7 @@ import tokenizers
 import torch
 from gguf import GGMLQuantizationType as QuantType
 from gguf import Keys, TokenType
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 from tqdm import tqdm
 
 from charter.checkpoint import CheckpointError, hf_tensor_name, load_state_dict_into
@@ -38,7 +39,13 @@ from charter.interop.verify import write_verified
 from charter.model import Transformer
 from charter.tokenizer import LLAMA3_SPLIT_PATTERN, Tokenizer
 
-ARCHITECTURE = "llama"
+# `general.architecture` → gguf's tensor-name map. Each name is also the `model_type` of the
+# family's config.json.
+ARCHITECTURES = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}
+
+# llama.cpp's converter reorders Llama's Q/K rows for its adjacent-pairs RoPE; Qwen2 runs with
+# NeoX-style RoPE (HF's rotate-half pairs), so its rows are stored as they are.
+PERMUTED_ROPE_ARCHITECTURES = ("llama",)
 
 # Tensor types we dequantise (all through `gguf.quants`). Each is round-trip tested; the K- and
 # I-quants are refused rather than imported untested.
@@ -77,13 +84,29 @@ def _digits_then_gpt2() -> pre_tokenizers.PreTokenizer:
     )
 
 
-def _llama3_split() -> pre_tokenizers.PreTokenizer:
+def _split_then_bytes(pattern: str) -> pre_tokenizers.PreTokenizer:
     return pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(LLAMA3_SPLIT_PATTERN), behavior="isolated"),
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
+
+
+def _llama3_split() -> pre_tokenizers.PreTokenizer:
+    return _split_then_bytes(LLAMA3_SPLIT_PATTERN)
+
+
+# Qwen2's split (its tokenizer.json's, and llama.cpp's "qwen2"): Llama-3's, but every digit on
+# its own rather than groups of up to three.
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _qwen2_split() -> pre_tokenizers.PreTokenizer:
+    return _split_then_bytes(QWEN2_SPLIT_PATTERN)
 
 
 # Each key is a name llama.cpp's llama-vocab.cpp accepts (GPT-2's own is "gpt-2"; "gpt2" is the
@@ -97,7 +120,13 @@ PRE_TOKENIZERS = {
     "llama-bpe": _llama3_split,
     "llama3": _llama3_split,
     "llama-v3": _llama3_split,
+    "qwen2": _qwen2_split,
 }
+
+# The normaliser a pre-tokeniser's vocabulary was published with, where it has one: Qwen2's
+# tokenizer.json composes text to NFC first. A GGUF does not record it (llama.cpp tokenises
+# without it), so it is restored from the name, for Charter to tokenise as transformers does.
+NORMALIZERS = {"qwen2": normalizers.NFC}
 
 
 # ---- reading ----
@@ -115,6 +144,7 @@ class GGUFModel:
         except (ValueError, OSError) as e:  # bad magic, truncated file, unknown version
             raise GGUFImportError(f"{self.path}: not a readable GGUF file ({e})") from e
         self.tensors = {t.name: t for t in self.reader.tensors}
+        self.architecture = str(self.require(Keys.General.ARCHITECTURE))
 
     def get(self, key: str, default: Any = None) -> Any:
         field = self.reader.fields.get(key)
@@ -128,16 +158,16 @@ class GGUFModel:
 
     def llm(self, key: str) -> str:
         """A `{arch}.…` key name for this file's architecture."""
-        return key.format(arch=ARCHITECTURE)
+        return key.format(arch=self.architecture)
 
 
 def read_config(model: GGUFModel) -> ModelConfig:
-    """LlamaConfig fields from `llama.*` metadata; other architectures and features are refused."""
-    architecture = model.require(Keys.General.ARCHITECTURE)
-    if architecture != ARCHITECTURE:
+    """LlamaConfig fields from `llama.*` or `qwen2.*` metadata; other architectures and
+    features are refused."""
+    if model.architecture not in ARCHITECTURES:
         raise GGUFImportError(
-            f"{model.path}: architecture {architecture!r} is not supported; only Llama "
-            f"({ARCHITECTURE!r}) GGUF files can be imported"
+            f"{model.path}: architecture {model.architecture!r} is not supported; only "
+            f"{' and '.join(map(repr, ARCHITECTURES))} GGUF files can be imported"
         )
     scaling = model.get(model.llm(Keys.Rope.SCALING_TYPE), "none")
     if scaling != "none":
@@ -175,6 +205,7 @@ def read_config(model: GGUFModel) -> ModelConfig:
             bos_token_id=model.get(Keys.Tokenizer.BOS_ID),
             eos_token_id=model.get(Keys.Tokenizer.EOS_ID),
             pad_token_id=model.get(Keys.Tokenizer.PAD_ID),
+            model_type=model.architecture,
         )
     except (TypeError, ValueError) as e:
         raise GGUFImportError(f"{model.path}: inconsistent model metadata ({e})") from e
@@ -200,6 +231,18 @@ def unpermute_rope_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return rows.transpose(1, 2).reshape(out_features, in_features)
 
 
+def permuted_rope_heads(hf_name: str, config: ModelConfig) -> int | None:
+    """The head count of tensor `hf_name` if a GGUF stores its rows permuted for RoPE (a Llama's
+    Q and K weights), else None."""
+    if config.model_type not in PERMUTED_ROPE_ARCHITECTURES:
+        return None
+    if hf_name.endswith("self_attn.q_proj.weight"):
+        return config.num_attention_heads
+    if hf_name.endswith("self_attn.k_proj.weight"):
+        return config.num_key_value_heads
+    return None
+
+
 def dequantize(model: GGUFModel, name: str) -> torch.Tensor:
     """Tensor `name` as fp32, in PyTorch's (out, in) layout."""
     tensor = model.tensors[name]
@@ -216,12 +259,12 @@ def dequantize(model: GGUFModel, name: str) -> torch.Tensor:
 
 def read_weights(model: GGUFModel, config: ModelConfig, progress: bool = True) -> dict[str, Any]:
     """All tensors under Charter's (HF) names, dequantised; missing and extra tensors are errors."""
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    names = gguf.get_tensor_name_map(ARCHITECTURES[config.model_type], config.num_hidden_layers)
     with torch.device("meta"):
         expected = [hf_tensor_name(n) for n in Transformer(config).state_dict()]
     if config.tie_word_embeddings:
         expected.remove("lm_head.weight")
-    gguf_names = {hf: names.get_name(hf, try_suffixes=(".weight",)) for hf in expected}
+    gguf_names = {hf: names.get_name(hf, try_suffixes=(".weight", ".bias")) for hf in expected}
     for hf, name in gguf_names.items():
         if name not in model.tensors:
             raise GGUFImportError(f"{model.path}: tensor {name!r} (for {hf}) is missing")
@@ -232,10 +275,9 @@ def read_weights(model: GGUFModel, config: ModelConfig, progress: bool = True) -
     bar = tqdm(gguf_names.items(), desc="dequantising", unit="tensor", disable=not progress)
     for hf, name in bar:
         weight = dequantize(model, name)
-        if hf.endswith("self_attn.q_proj.weight"):
-            weight = unpermute_rope_rows(weight, config.num_attention_heads)
-        elif hf.endswith("self_attn.k_proj.weight"):
-            weight = unpermute_rope_rows(weight, config.num_key_value_heads)
+        heads = permuted_rope_heads(hf, config)
+        if heads is not None:
+            weight = unpermute_rope_rows(weight, heads)
         tensors[hf] = weight
     return tensors
 
@@ -263,6 +305,8 @@ def read_tokenizer(model: GGUFModel, config: ModelConfig) -> Tokenizer:
         models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False)
     )
     backend.pre_tokenizer = PRE_TOKENIZERS[pre]()
+    if pre in NORMALIZERS:
+        backend.normalizer = NORMALIZERS[pre]()
     backend.decoder = decoders.ByteLevel()
     # Control tokens (<|im_start|>, …) are matched whole and are special; user-defined ones are
     # matched whole but are ordinary text.
@@ -318,7 +362,7 @@ def provenance(model: GGUFModel) -> dict[str, Any]:
 
 
 def import_gguf(path: str | Path, out: str | Path, progress: bool = True) -> Path:
-    """Write the Llama GGUF at `path` as a Charter checkpoint directory `out`."""
+    """Write the Llama or Qwen2 GGUF at `path` as a Charter checkpoint directory `out`."""
     model = GGUFModel(path)
     config = read_config(model)
     tokenizer = read_tokenizer(model, config)
