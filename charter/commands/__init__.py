@@ -17,6 +17,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "tokenizer": ("tokenizer", "train a BPE tokenizer"),
     "pretrain": ("pretrain", "pretrain a model on prepared token shards"),
     "sft": ("sft", "supervised fine-tuning on demonstrations"),
+    "judge": ("judge", "train and run the safety judge"),
     "eval": ("eval", "evaluate models"),
     "generate": ("generate", "one assistant turn (prints only the completion)"),
     "chat": ("chat", "chat with a model in the terminal"),

@@ -1,0 +1,120 @@
+"""Scoring with a trained judge (`charter.train.judge`): one forward pass per batch of rows (a
+prefill, nothing generated) gives each row the judge's probabilities.
+
+    charter judge score --judge RUN/best rows.jsonl --out scored.jsonl
+
+    judge = Judge.load("RUN/best")
+    judge.score([{"prompt": "How do I pick a lock?"}])
+    → [{"request_harm": 0.71, "category": "weapons", "category_probability": 0.4}]
+
+A row is `{"prompt", "response"?}` or a Messages-shaped `{"messages", "system"?}` (a final
+assistant message is the reply). Every row gets `request_harm` (the probability that the request
+is harmful) and `category` (the most likely category, "none" included) with its probability; a
+row with a reply also gets `refusal` and `response_harm`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from charter.checkpoint import CheckpointError, load_score_model, load_tokenizer
+from charter.data.judge_sources import CATEGORIES
+from charter.data.sft import jsonl_lines
+from charter.files import read_json, resolve_directory
+from charter.heads import ScoreModel
+from charter.train.judge import BINARY, OUTPUTS, JudgeInput, Renderer, read_input
+
+
+class Judge:
+    def __init__(self, model: ScoreModel, renderer: Renderer) -> None:
+        if model.config.pad_token_id != renderer.pad_id:
+            raise ValueError(
+                f"the judge pads with token {model.config.pad_token_id}, its tokenizer with "
+                f"{renderer.pad_id}"
+            )
+        self.model, self.renderer = model.eval(), renderer
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> Judge:
+        directory = resolve_directory(directory)
+        config = read_json(directory / "config.json")
+        labels = [config.get("id2label", {}).get(str(i)) for i in range(len(OUTPUTS))]
+        if labels != list(OUTPUTS) or len(config.get("id2label", {})) != len(OUTPUTS):
+            raise CheckpointError(
+                f"{directory}/config.json: id2label does not name the judge's {len(OUTPUTS)} "
+                "outputs (request_harm, refusal, response_harm, category:…): not a judge"
+            )
+        model = load_score_model(directory, device=device)
+        renderer = Renderer(load_tokenizer(directory), config.get("judge_max_seq_len", 1024))
+        return cls(model, renderer)
+
+    def render(self, item: JudgeInput, where: str) -> list[int]:
+        try:
+            return self.renderer.ids(item)[0]
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from e
+
+    @torch.no_grad()
+    def score_ids(self, rows: list[list[int]], has_response: list[bool]) -> list[dict[str, Any]]:
+        """The judge's probabilities for rendered rows, in one right-padded batch."""
+        if not rows:
+            return []
+        input_ids = torch.full((len(rows), max(map(len, rows))), self.renderer.pad_id)
+        for b, ids in enumerate(rows):
+            input_ids[b, : len(ids)] = torch.tensor(ids)
+        logits = self.model(input_ids.to(self.model.score.weight.device)).float().cpu()  # (B, 16)
+        binary = torch.sigmoid(logits[:, : len(BINARY)])  # (B, 3)
+        category = torch.softmax(logits[:, len(BINARY) :], -1).max(-1)  # (B,), (B,)
+        results = []
+        for b, response in enumerate(has_response):
+            result = {"request_harm": float(binary[b, 0])}
+            result["category"] = CATEGORIES[int(category.indices[b])]
+            result["category_probability"] = float(category.values[b])
+            if response:
+                result["refusal"], result["response_harm"] = map(float, binary[b, 1:])
+            results.append(result)
+        return results
+
+    def score(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The probabilities of `rows`, shaped as the module's docstring says (one batch)."""
+        items = [(read_input(row, f"rows[{i}]"), f"rows[{i}]") for i, row in enumerate(rows)]
+        ids = [self.render(item, where) for item, where in items]
+        return self.score_ids(ids, [item.response is not None for item, _ in items])
+
+
+def score_file(judge: Judge, path: Path, out: Path, batch_size: int = 8) -> int:
+    """Each row of JSONL `path` with the judge's scores under `"judge"`, written to `out` batch by
+    batch; returns how many. A bad row is an error naming its file and line."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
+
+    def rendered(where: str, data: Any) -> tuple[Any, list[int], bool]:
+        item = read_input(data, where)
+        return data, judge.render(item, where), item.response is not None
+
+    rows = (rendered(where, data) for where, data in jsonl_lines(path))
+    written = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f, tqdm(unit="row", dynamic_ncols=True) as bar:
+        for batch in _chunks(rows, batch_size):
+            data, ids, has_response = zip(*batch)
+            scores = judge.score_ids(list(ids), list(has_response))
+            for row, result in zip(data, scores):
+                f.write(json.dumps({**row, "judge": result}, ensure_ascii=False) + "\n")
+            f.flush()
+            written += len(batch)
+            bar.update(len(batch))
+    return written
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    items = iter(items)
+    while batch := list(islice(items, size)):
+        yield batch
