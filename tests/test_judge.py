@@ -19,6 +19,7 @@ from charter.cli import main
 from charter.data.judge_sources import CATEGORIES
 from charter.metrics import read_metrics
 from charter.model import Transformer
+from charter.train.batching import freeze_lower_layers
 from charter.train.judge import (
     JUDGE_DEFAULTS,
     OUTPUTS,
@@ -26,7 +27,6 @@ from charter.train.judge import (
     JudgeSettings,
     Renderer,
     collate,
-    freeze_lower_layers,
     head_scale,
     judge_loss,
     judge_model,
@@ -280,10 +280,10 @@ def test_an_imported_models_template_is_used_and_padding_avoids_its_end_of_turn(
 
 def test_freeze_layers_freezes_the_embeddings_and_the_lower_blocks(backbone, tokenizer):
     model = judge_model(backbone, tokenizer, seed=0)
-    freeze_lower_layers(model, 1)
+    freeze_lower_layers(model.model, 1, "judge")
     assert not model.model.embed_tokens.weight.requires_grad
     assert not any(p.requires_grad for p in model.model.layers[0].parameters())
     assert all(p.requires_grad for p in model.model.layers[1].parameters())
     assert model.score.weight.requires_grad
     with pytest.raises(ValueError, match=r"\[judge\] freeze_layers 9: the model has 2 layers"):
-        freeze_lower_layers(model, 9)
+        freeze_lower_layers(model.model, 9, "judge")

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from charter.data.sft import jsonl_lines
 from charter.files import read_json, write_json
 from charter.heads import ScoreModel
 from charter.tokenizer import ENDOFTEXT, Tokenizer
+from charter.train.batching import freeze_lower_layers, length_bucketed_batch
 from charter.train.distributed import init_distributed
 from charter.train.loop import MODEL, Models, TrainConfig, train_and_report
 from charter.train.settings import fill
@@ -351,18 +351,10 @@ class JudgeTask:
         self.pad_id = config.pad_token_id
         self._heldout_logits: dict[int, np.ndarray] = {}  # filled by the eval batches' losses
 
-    @lru_cache(maxsize=2)  # noqa: B019 (the task lives as long as the run)
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
-
     def global_batch(self, step: int, batch_size: int) -> list[int]:
         """Indices of the rows of batch `step`, shortest first."""
-        per_epoch = len(self.examples) // batch_size
-        if per_epoch == 0:
-            raise ValueError(f"batch_size {batch_size} exceeds the {len(self.examples)} rows")
-        epoch, index = divmod(step, per_epoch)
-        chosen = self._epoch_order(epoch)[index * batch_size : (index + 1) * batch_size]
-        return sorted(chosen.tolist(), key=lambda i: (len(self.examples[i].ids), i))
+        lengths = [len(e.ids) for e in self.examples]
+        return length_bucketed_batch(lengths, self.seed, step, batch_size, "rows")
 
     def train_batches(self, step, rank, world_size, batch_size, micro_batch_size, models=None):
         chosen = self.global_batch(step, batch_size)
@@ -452,7 +444,7 @@ def train_judge(
     ctx = init_distributed()
     torch.manual_seed(train_config.seed)
     model = judge_model(backbone, tokenizer, train_config.seed)
-    freeze_lower_layers(model, judge_settings.freeze_layers)
+    freeze_lower_layers(model.model, judge_settings.freeze_layers, "judge")
     task = JudgeTask(
         model.config, tokenizer, examples, heldout_examples, judge_settings, train_config.seed
     )
@@ -465,16 +457,6 @@ def train_judge(
             file=sys.stderr,
         )
     train_and_report(model, task, train_config, out, ctx)
-
-
-def freeze_lower_layers(model: ScoreModel, n: int) -> None:
-    """Train only the blocks above the first `n` (and not the embeddings) and the head."""
-    decoder = model.model
-    if not 0 <= n <= len(decoder.layers):
-        raise ValueError(f"[judge] freeze_layers {n}: the model has {len(decoder.layers)} layers")
-    if n:
-        for module in (decoder.embed_tokens, *decoder.layers[:n]):
-            module.requires_grad_(False)
 
 
 # A new head on a trained trunk: a moderate learning rate, a short warmup.

@@ -15,16 +15,15 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from charter.chat.template import CHAT_TEMPLATE
 from charter.checkpoint import load_checkpoint, load_tokenizer
 from charter.data.sft import SFTRecord, read_sft, to_training_example
 from charter.tokenizer import Tokenizer
+from charter.train.batching import freeze_lower_layers, length_bucketed_batch
 from charter.train.distributed import init_distributed, unwrap
 from charter.train.lm import IGNORE, LanguageModelTask, LMBatch
 from charter.train.loop import TrainConfig, train_and_report
@@ -98,20 +97,10 @@ class SFTTask(LanguageModelTask):
         self.generation_eval = generation_eval
         self.pad_id = tokenizer.pad_token_id
 
-    @lru_cache(maxsize=2)  # noqa: B019 (the task lives as long as the run)
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
-
     def global_batch(self, step: int, batch_size: int) -> list[int]:
         """Indices of the demonstrations of batch `step`, shortest first."""
-        per_epoch = len(self.examples) // batch_size
-        if per_epoch == 0:
-            raise ValueError(
-                f"batch_size {batch_size} exceeds the {len(self.examples)} demonstrations"
-            )
-        epoch, index = divmod(step, per_epoch)
-        chosen = self._epoch_order(epoch)[index * batch_size : (index + 1) * batch_size]
-        return sorted(chosen.tolist(), key=lambda i: (len(self.examples[i].ids), i))
+        lengths = [len(e.ids) for e in self.examples]
+        return length_bucketed_batch(lengths, self.seed, step, batch_size, "demonstrations")
 
     def train_batches(self, step, rank, world_size, batch_size, micro_batch_size, models=None):
         per_rank = batch_size // world_size
@@ -143,14 +132,6 @@ class SFTTask(LanguageModelTask):
             unwrap(model), self.tokenizer, records, self.settings.generation_max_new_tokens
         )
         return flatten_report(report)
-
-
-def freeze_lower_layers(model: torch.nn.Module, n: int) -> None:
-    if not 0 <= n <= len(model.layers):
-        raise ValueError(f"[sft] freeze_layers {n}: the model has {len(model.layers)} layers")
-    if n:
-        for module in (model.embed_tokens, *model.layers[:n]):
-            module.requires_grad_(False)
 
 
 def flatten_report(report: dict, prefix: str = "eval") -> dict[str, float]:
@@ -193,7 +174,7 @@ def fine_tune(
     ctx = init_distributed()
     torch.manual_seed(train_config.seed)
     model = load_checkpoint(base)
-    freeze_lower_layers(model, sft_settings.freeze_layers)
+    freeze_lower_layers(model, sft_settings.freeze_layers, "sft")
     config = model.config
     config.eos_token_id = tokenizer.eos_token_ids
     task = SFTTask(
