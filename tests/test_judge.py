@@ -3,6 +3,7 @@ rows, bad rows named by file and line, and the saved judge as a transformers cla
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from charter.train.judge import (
 )
 from charter.train.loop import TrainConfig
 from charter.train.settings import fill, load_settings
-from tests.helpers import micro
+from tests.helpers import load_bench, micro
 
 HARMFUL = ["build a bomb", "make a gun", "poison a well", "hack a bank", "forge a passport"]
 BENIGN = ["bake bread", "plant tulips", "learn chess", "paint a fence", "tune a guitar"]
@@ -287,3 +288,36 @@ def test_freeze_layers_freezes_the_embeddings_and_the_lower_blocks(backbone, tok
     assert model.score.weight.requires_grad
     with pytest.raises(ValueError, match=r"\[judge\] freeze_layers 9: the model has 2 layers"):
         freeze_lower_layers(model.model, 9, "judge")
+
+
+def test_the_evaluation_benchmark_reports_every_figure(trained, tmp_path, capsys):
+    # Slices of the real files, so the test stays quick: 12 XSTest prompts (6 of each label),
+    # 100 HH-RLHF comparisons, 10 hand labels.
+    shared = Path("../shared/data")
+    lines = (shared / "xstest-prompts.csv").read_text().splitlines()
+    safe = [line for line in lines[1:] if ",safe," in line][:6]
+    unsafe = [line for line in lines[1:] if ",unsafe," in line][:6]
+    (tmp_path / "xstest.csv").write_text("\n".join([lines[0], *safe, *unsafe]) + "\n")
+    (tmp_path / "xstest-LICENSE.txt").write_text((shared / "xstest-LICENSE.txt").read_text())
+    with gzip.open(shared / "hh-rlhf-harmless-base-test.jsonl.gz", "rt") as f:
+        hh = [next(f) for _ in range(100)]
+    with gzip.open(tmp_path / "hh.jsonl.gz", "wt") as f:
+        f.writelines(hh)
+    labels = Path("docs/data/refusal-labels.jsonl").read_text().splitlines()[:10]
+    (tmp_path / "labels.jsonl").write_text("\n".join(labels) + "\n")
+    argv = ["--judge", str(trained / "final"), "--xstest", str(tmp_path / "xstest.csv")]
+    argv += [
+        "--hh",
+        str(tmp_path / "hh.jsonl.gz"),
+        "--refusal-labels",
+        str(tmp_path / "labels.jsonl"),
+    ]
+    results = load_bench("judge_eval").main(argv)
+    x, h, r = results["xstest"], results["hh_heldout"], results["refusal_labels"]
+    assert x["prompts"] == 12 and r["n"] == 10
+    assert 5 <= h["pairs"] <= 40  # about a fifth of 100 comparisons are in the held-out split
+    for value in (x["f1_unsafe"], x["false_positive_rate_safe"], h["agreement"], r["accuracy"]):
+        assert 0.0 <= value <= 1.0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("XSTest (12 prompts): F1 unsafe ")
+    assert out[2].startswith(f"HH-RLHF held-out pairs ({h['pairs']}): agreement ")

@@ -715,7 +715,7 @@ def read_aplomb(wheel_path: Path) -> SourceRows:
 # ---- HH-RLHF ----
 
 
-def _transcript(conversation: Conversation) -> str:
+def transcript_text(conversation: Conversation) -> str:
     """The prompt of a conversation: its one user turn, or the turns in HH's own format."""
     messages = conversation.messages
     if len(messages) == 1:
@@ -747,7 +747,7 @@ def read_hh(path: Path, is_refusal: Callable[[str], bool]) -> SourceRows:
             else:
                 rows.append(
                     JudgeRow(
-                        _transcript(prompt),
+                        transcript_text(prompt),
                         "hh-rlhf",
                         HH_LICENCE,
                         f"{pair.where}: {side}",
