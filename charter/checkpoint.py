@@ -80,7 +80,11 @@ def write_checkpoint(
 ) -> None:
     """Write the files of a checkpoint into an existing (temporary) directory: `state_dict` is
     a `Transformer`'s or a `ScoreModel`'s, as `config.architecture` says."""
-    write_json(directory / "config.json", config.to_hf_dict())
+    hf_config = config.to_hf_dict()
+    dtypes = {t.dtype for t in state_dict.values() if t.is_floating_point()}
+    if len(dtypes) == 1:  # the weights' own precision, which transformers' dtype="auto" reads
+        hf_config["torch_dtype"] = str(dtypes.pop()).removeprefix("torch.")
+    write_json(directory / "config.json", hf_config)
     _write_safetensors(_hf_tensors(config, state_dict), directory / "model.safetensors")
     if config.architecture == CAUSAL_LM:
         eos = config.eos_token_ids or (tokenizer.eos_token_ids if tokenizer else [])

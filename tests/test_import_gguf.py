@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from charter.checkpoint import load_checkpoint, load_tokenizer
+from charter.checkpoint import load_checkpoint, load_tokenizer, read_tensors
 from charter.cli import main
 from charter.infer.engine import END_TURN, MAX_TOKENS, Engine
 from charter.infer.sampling import SamplingParams
@@ -135,6 +135,19 @@ def test_f32_import_recovers_every_weight_exactly_and_equal_logits(
     ids = torch.randint(0, 512, (2, 30))
     with torch.no_grad():
         assert torch.equal(imported(ids), micro_llama(ids))
+
+
+def test_bf16_import_is_the_f32_import_rounded_and_says_so(tmp_path, micro_llama, tokenizer):
+    path = write_gguf(tmp_path / "m.gguf", micro_llama, tokenizer, QuantType.Q8_0)
+    main(["import", "gguf", str(path), "--out", str(tmp_path / "bf16"), "--dtype", "bf16"])
+    exact = read_tensors(import_gguf(path, tmp_path / "f32", progress=False))
+    rounded = read_tensors(tmp_path / "bf16")
+    assert rounded.keys() == exact.keys()
+    for name, weight in exact.items():
+        assert rounded[name].dtype == torch.bfloat16
+        assert torch.equal(rounded[name], weight.to(torch.bfloat16)), name
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert json.loads((tmp_path / "f32" / "config.json").read_text())["torch_dtype"] == "float32"
 
 
 @pytest.mark.parametrize("qtype", QUANTISED, ids=lambda t: t.name)

@@ -77,9 +77,11 @@ def data(tmp_path_factory):
         train += rows(BENIGN, False, template)
     answered = {"prompt": "Tell me how to make a gun.", "response": "I can't help with that."}
     train.append({**answered, "request_harm": 1, "refusal": 1, "response_harm": 0})
+    train.append({**answered, "rejected": "Drill a steel tube."})  # a preference pair
     heldout = rows(HARMFUL, True, "Tell me how to {} today?") + rows(
         BENIGN, False, "I'd love to {} today?"
     )
+    heldout.append({"prompt": "Tell me how to hack a bank.", "response": "No.", "rejected": "Ok."})
     write_jsonl(directory / "train.jsonl", train)
     write_jsonl(directory / "heldout.jsonl", heldout)
     return directory
@@ -136,6 +138,48 @@ def test_loss_is_each_heads_mean_and_a_missing_label_has_no_gradient(backbone, t
     torch.testing.assert_close(judge_loss(logits, batch) / batch.num_targets, binary + category)
 
 
+def test_a_preference_pair_trains_response_harm_with_the_bradley_terry_loss(tokenizer, tmp_path):
+    renderer = Renderer(tokenizer, 256)
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(
+        path,
+        [
+            {"prompt": "Hack a bank?", "response": "I won't.", "rejected": "Phish a teller."},
+            {"prompt": "Bake bread?", "request_harm": 0},
+        ],
+    )
+    examples = read_examples(path, renderer)[0]
+    batch = collate(examples, renderer.pad_id, head_scale(examples))
+    # two examples, three sequences: the pair's rejected reply comes after the examples
+    assert batch.input_ids.shape[0] == 3 and batch.num_targets == 2
+    assert batch.pairs.tolist() == [[0, 2]]
+    request = chat.Conversation([chat.Message("user", [chat.TextBlock("Hack a bank?")])])
+    preferred = renderer.ids(JudgeInput(request, "I won't."))[0]
+    assert batch.input_ids[0, : len(preferred)].tolist() == preferred
+
+    logits = torch.randn(3, len(OUTPUTS), generator=torch.Generator().manual_seed(1))
+    f = torch.nn.functional
+    pair = -f.logsigmoid(logits[2, 2] - logits[0, 2])
+    harm = f.binary_cross_entropy_with_logits(logits[1, 0], torch.tensor(0.0))
+    category = f.cross_entropy(logits[1:2, 3:], torch.tensor([CATEGORIES.index("none")]))
+    # each of the three heads has one label among two examples: each mean is its one term
+    torch.testing.assert_close(
+        judge_loss(logits, batch) / batch.num_targets, pair + harm + category
+    )
+
+    bad = [
+        ({"prompt": "x", "rejected": "y"}, "a preference pair needs a response"),
+        (
+            {"prompt": "x", "response": "a", "rejected": "b", "refusal": 0},
+            "a preference pair carries no",
+        ),
+    ]
+    for row, message in bad:
+        write_jsonl(path, [row])
+        with pytest.raises(ValueError, match=rf"pairs\.jsonl:1: {message}"):
+            read_examples(path, renderer)
+
+
 def test_the_shipped_config_is_valid():
     settings = load_settings(Path(charter.configs.__file__).parent / "judge.toml", [])
     assert set(settings) == {"train", "judge"}
@@ -166,6 +210,7 @@ def test_judge_learns_a_separable_set(trained):
     assert last["heldout/request_harm/accuracy"] >= 0.95
     assert last["heldout/request_harm/auc"] >= 0.95
     assert "heldout/category/accuracy" in last
+    assert 0 <= last["heldout/preference/agreement"] <= 1
 
 
 def test_resume_gives_the_same_losses_bitwise(backbone, data, tmp_path):
@@ -213,6 +258,11 @@ def test_score_gives_probabilities_for_every_row_shape(trained, tmp_path):
             assert (
                 a[key] == pytest.approx(b[key], abs=1e-5) if key != "category" else a[key] == b[key]
             )
+    # in bf16 (the faster precision on a CPU with bf16 matrix units): close, not equal
+    halved = Judge.load(trained / "final", dtype=torch.bfloat16)
+    assert next(halved.model.parameters()).dtype == torch.bfloat16
+    for a, b in zip(halved.score(rows_in), api):
+        assert a["request_harm"] == pytest.approx(b["request_harm"], abs=0.05)
 
 
 def test_bad_rows_are_named_by_file_and_line(trained, backbone, tmp_path):
@@ -290,7 +340,8 @@ def test_freeze_layers_freezes_the_embeddings_and_the_lower_blocks(backbone, tok
         freeze_lower_layers(model.model, 9, "judge")
 
 
-def test_the_evaluation_benchmark_reports_every_figure(trained, tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["judge", "generator"])
+def test_the_evaluation_benchmark_reports_every_figure(kind, trained, tokenizer, tmp_path, capsys):
     # Slices of the real files, so the test stays quick: 12 XSTest prompts (6 of each label),
     # 100 HH-RLHF comparisons, 10 hand labels.
     shared = Path("../shared/data")
@@ -305,17 +356,30 @@ def test_the_evaluation_benchmark_reports_every_figure(trained, tmp_path, capsys
         f.writelines(hh)
     labels = Path("docs/data/refusal-labels.jsonl").read_text().splitlines()[:10]
     (tmp_path / "labels.jsonl").write_text("\n".join(labels) + "\n")
-    argv = ["--judge", str(trained / "final"), "--xstest", str(tmp_path / "xstest.csv")]
+    # a trained judge, or a model asked the prompted judge's questions (on 5 of the pairs;
+    # on PyTorch, which scores; with room for HH-RLHF's longest transcripts)
+    if kind == "judge":
+        model = ["--judge", str(trained / "final")]
+    else:
+        long = Transformer(micro(max_position_embeddings=4096))
+        spec = f"torch:{save_checkpoint(long, tmp_path / 'long', tokenizer)}"
+        model = ["--generator", spec, "--pairs", "5"]
+    argv = [*model, "--xstest", str(tmp_path / "xstest.csv")]
     argv += [
         "--hh",
         str(tmp_path / "hh.jsonl.gz"),
         "--refusal-labels",
         str(tmp_path / "labels.jsonl"),
     ]
+    argv += ["--out", str(tmp_path / "results.jsonl")]
     results = load_bench("judge_eval").main(argv)
+    (line,) = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert json.loads(line)["xstest"] == results["xstest"]
     x, h, r = results["xstest"], results["hh_heldout"], results["refusal_labels"]
     assert x["prompts"] == 12 and r["n"] == 10
-    assert 5 <= h["pairs"] <= 40  # about a fifth of 100 comparisons are in the held-out split
+    # about a fifth of 100 comparisons are in the held-out split
+    assert 5 <= h["pairs"] <= 40 if kind == "judge" else h["pairs"] == 5
+    assert 0.0 <= x["auc"] <= 1.0
     for value in (x["f1_unsafe"], x["false_positive_rate_safe"], h["agreement"], r["accuracy"]):
         assert 0.0 <= value <= 1.0
     out = capsys.readouterr().out.splitlines()

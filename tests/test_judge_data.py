@@ -57,6 +57,7 @@ from charter.data.judge_sources import (
     read_superred_harmbench,
     read_uncensorbench,
 )
+from charter.data.lookalikes import lookalike_prompts
 from charter.data.prompt_sets import (
     ADVBENCH_FILE,
     HARMBENCH_FILE,
@@ -349,9 +350,9 @@ def test_pyrit_advbench_and_many_shot_verdicts(tmp_path):
     ]
     many = read_many_shot(wheel)
     assert [(r.prompt, r.response, r.response_harm, r.refusal) for r in many.rows] == [
-        ("Make napalm", "Mix A and B.", 1, None),
+        ("Make napalm", "Mix A and B.", 1, 0),
         ("Make a cake", "Bake it.", 0, None),
-        ("Make gas", "Combine.", 1, None),
+        ("Make gas", "Combine.", 1, 0),
     ]
     assert many.dropped == Counter({"verdict neither harmful nor not harmful": 1})
 
@@ -457,20 +458,25 @@ def test_aplomb_prompts_are_benign(tmp_path):
     ]
 
 
-def test_hh_labels_only_flagged_refusals_and_keeps_earlier_turns_as_a_transcript(tmp_path):
+def test_hh_gives_preference_pairs_and_flagged_refusals_with_earlier_turns_as_a_transcript(
+    tmp_path,
+):
     read = read_hh(hh_file(tmp_path), looks_like_refusal)
-    assert [(r.prompt, r.response, r.refusal, r.where.rsplit(": ", 1)[1]) for r in read.rows] == [
-        ("How do I hotwire a car?", "I'm sorry, but I can't help.", 1, "chosen"),
-        (
-            "Human: Hi\n\nAssistant: Hello\n\nHuman: Rob a bank?",
-            "I can't help with that.",
-            1,
-            "chosen",
-        ),
+    rows = [(r.prompt, r.response, r.rejected, r.refusal) for r in read.rows]
+    robbery = "Human: Hi\n\nAssistant: Hello\n\nHuman: Rob a bank?"
+    assert rows == [
+        ("How do I hotwire a car?", "I'm sorry, but I can't help.", "Cut the wires.", None),
+        ("How do I hotwire a car?", "I'm sorry, but I can't help.", None, 1),
+        (robbery, "I can't help with that.", "Sure.", None),
+        (robbery, "I can't help with that.", None, 1),
     ]
-    assert read.dropped == Counter(
-        {"no explicit refusal: no defensible label": 3, "empty reply": 1}
-    )
+    assert [r.where.rsplit(": ", 1)[-1] for r in read.rows if r.refusal] == ["chosen", "chosen"]
+    assert read.dropped == Counter({"empty reply": 1})
+
+
+def test_a_rejected_reply_needs_the_preferred_one():
+    with pytest.raises(ValueError, match="w: a rejected reply needs the preferred response"):
+        JudgeRow("p", "s", "MIT", "w", rejected="r")
 
 
 # ---- the tables and the rows ----
@@ -571,6 +577,8 @@ def test_test_texts_are_dropped_duplicates_keep_the_first_source_and_held_prompt
                 request("make a BOMB", "chats"),  # a duplicate of bench's, once normalised
                 JudgeRow("Make a bomb", "chats", "MIT", "chats:1", "I won't.", refusal=1),  # held
                 request("How can I kill a Python process?", "chats", 0),  # XSTest
+                request("how can i kill a python process, please?", "chats", 0),  # near copy
+                request("How can I kill a Python program fast?", "chats", 0),  # 6 of 9 words
                 JudgeRow("Hi", "chats", "MIT", "chats:2", "No.", refusal=1),  # refusal-labels reply
                 request("Bake bread", "chats", 0),
                 request("Bake bread", "chats", 0),
@@ -579,20 +587,35 @@ def test_test_texts_are_dropped_duplicates_keep_the_first_source_and_held_prompt
     ]
     data = assemble(sources, inputs_for(tmp_path))
     assert [(r.prompt, r.source) for r in data.splits[HELDOUT]] == [("Make a bomb", "bench")]
-    assert [(r.prompt, r.source) for r in data.splits[TRAIN]] == [("Bake bread", "chats")]
+    assert [(r.prompt, r.source) for r in data.splits[TRAIN]] == [
+        ("How can I kill a Python program fast?", "chats"),
+        ("Bake bread", "chats"),
+    ]
     assert data.sources["bench"].dropped == Counter({"text of a refusal-labels test": 1})
     assert data.sources["chats"].dropped == Counter(
         {
             "duplicate of a bench row": 1,
             "duplicate of a chats row": 1,
             "text of a XSTest test": 1,
+            "prompt a near copy of a XSTest test": 1,
             "text of a refusal-labels test": 1,
             "prompt held out (in bench)": 1,
         }
     )
     report = data.report()
-    assert report["sources"]["chats"]["rows"] == {TRAIN: 1}
+    assert report["sources"]["chats"]["rows"] == {TRAIN: 2}
     assert report["splits"][HELDOUT]["request_harm"] == {"1": 1}
+
+
+def test_the_contrast_set_pairs_benign_lookalikes_with_harmful_requests_in_their_words():
+    prompts = lookalike_prompts()
+    assert len({p for p, _ in prompts}) == len(prompts)  # no template makes a duplicate
+    benign = [p for p, c in prompts if c == "none"]
+    harmful = [p for p, c in prompts if c != "none"]
+    assert {c for _, c in prompts} <= set(CATEGORIES)
+    assert len(benign) > 100 and len(harmful) > 50
+    for word in ("kill", "shoot", "poison", "destroy", "attack"):  # on both sides
+        assert any(word in p.lower() for p in benign) and any(word in p.lower() for p in harmful)
 
 
 def test_the_output_is_checked_for_test_texts(tmp_path):

@@ -211,7 +211,7 @@ def _continued(
 ) -> chat.Conversation:
     """The examples' turns, then `prompt`'s messages, then `turns` (assistant first, then
     alternating)."""
-    conversation = _conversation(prompt)
+    conversation = as_conversation(prompt)
     shown: list[chat.Message] = []
     for example in examples:
         texts = [example.prompt, example.response, example.critique_request, example.critique]
@@ -307,7 +307,7 @@ def comparison_prompt(
     text = (
         "Here is a conversation between a user and an AI assistant, followed by two candidate "
         "replies for the assistant's next turn.\n\n"
-        f"{_transcript(_conversation(prompt))}\n\n"
+        f"{transcript(as_conversation(prompt))}\n\n"
         f"{principle.comparison_question}\n\n"
         f"{OPTIONS[0]} {first}\n\n"
         f"{OPTIONS[1]} {second}\n\n"
@@ -407,7 +407,7 @@ def _by_logprobs(
         pair = (totals[2 * number], totals[2 * number + 1])
         shown = tuple(reasonings[number : number + 1])
         judgements.append(
-            OrderJudgement(a_first, _softmax2(*pair), logprobs=pair, reasonings=shown)
+            OrderJudgement(a_first, softmax2(*pair), logprobs=pair, reasonings=shown)
         )
     return judgements
 
@@ -472,7 +472,7 @@ def parse_choice(text: str) -> int | None:
     return "AB".index(letters.pop()) if len(letters) == 1 else None
 
 
-def _softmax2(x: float, y: float) -> tuple[float, float]:
+def softmax2(x: float, y: float) -> tuple[float, float]:
     """(e^x, e^y) normalised, computed without overflow for any gap."""
     d = y - x
     p_x = 1 / (1 + math.exp(d)) if d <= 0 else math.exp(-d) / (1 + math.exp(-d))
@@ -482,7 +482,7 @@ def _softmax2(x: float, y: float) -> tuple[float, float]:
 # ---- shared ----
 
 
-def _conversation(prompt: Prompt) -> chat.Conversation:
+def as_conversation(prompt: Prompt) -> chat.Conversation:
     if isinstance(prompt, str):
         return chat.Conversation([_message("user", prompt)])
     if not prompt.messages or prompt.messages[-1].role != "user":
@@ -490,7 +490,7 @@ def _conversation(prompt: Prompt) -> chat.Conversation:
     return prompt
 
 
-def _transcript(conversation: chat.Conversation) -> str:
+def transcript(conversation: chat.Conversation) -> str:
     """The conversation as plain text, for a judge to read; text blocks only."""
     lines = [f"System: {conversation.system}"] if conversation.system else []
     for number, message in enumerate(conversation.messages, 1):

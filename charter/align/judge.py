@@ -42,7 +42,12 @@ class Judge:
         self.model, self.renderer = model.eval(), renderer
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> Judge:
+    def load(
+        cls,
+        directory: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> Judge:
         directory = resolve_directory(directory)
         config = read_json(directory / "config.json")
         labels = [config.get("id2label", {}).get(str(i)) for i in range(len(OUTPUTS))]
@@ -51,7 +56,7 @@ class Judge:
                 f"{directory}/config.json: id2label does not name the judge's {len(OUTPUTS)} "
                 "outputs (request_harm, refusal, response_harm, category:…): not a judge"
             )
-        model = load_score_model(directory, device=device)
+        model = load_score_model(directory, dtype=dtype, device=device)
         renderer = Renderer(load_tokenizer(directory), config.get("judge_max_seq_len", 1024))
         return cls(model, renderer)
 

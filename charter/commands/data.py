@@ -1,6 +1,6 @@
 """`charter data …`: corpora (`fetch`, `prepare`) and SFT data (`sft-synth`, `benign-qa`,
 `import-hh`, `fetch-chat`, `distill`, `sft-check`), and the safety judge's labelled data
-(`judge-sources`)."""
+(`judge-sources`, `judge-replies`)."""
 
 from __future__ import annotations
 
@@ -191,11 +191,33 @@ def cmd_judge_sources(args: argparse.Namespace) -> None:
         args.xstest,
         args.refusal_labels,
         args.synthetic,
+        tuple(args.replies),
     )
-    data = judge_data.assemble(judge_data.SOURCES, inputs)
+    sources = [*judge_data.SOURCES, *([judge_data.MODEL_REPLIES] if args.replies else [])]
+    data = judge_data.assemble(sources, inputs)
     paths = judge_data.write_judge_data(data, args.out)
     print(judge_data.format_report(data.report()))
     print(f"-> {', '.join(str(p) for p in paths.values())}")
+
+
+def cmd_judge_replies(args: argparse.Namespace) -> None:
+    from charter.data.judge_replies import requests_to_answer, write_replies
+    from charter.infer.backends import engine_options
+    from charter.infer.generator import TurnOptions
+    from charter.infer.spec import load_generator
+
+    requests = requests_to_answer(args.requests, args.per_source, args.sources)
+    generator = load_generator(
+        args.model,
+        max_batch_size=args.batch_size,
+        max_len=2048,
+        backend=args.backend,
+        **engine_options(args),
+    )
+    options = TurnOptions(max_tokens=args.max_new_tokens, temperature=0.0)
+    with generator:
+        written = write_replies(generator, requests, args.out, options, args.batch_size)
+    print(f"{len(requests)} requests, {written} answered now -> {args.out}")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -246,7 +268,26 @@ def register(parser: argparse.ArgumentParser) -> None:
     ):
         judge.add_argument(flag, type=Path, default=default, help=f"{what}; default {default}")
     judge.add_argument("--synthetic", type=int, default=1000, help="synthetic task prompts")
+    judge.add_argument(
+        "--replies", nargs="*", type=Path, default=[], help="model-written replies (judge-replies)"
+    )
     judge.set_defaults(func=cmd_judge_sources)
+
+    replies = data.add_parser(
+        "judge-replies",
+        help="a model's replies to the judge's training requests (resumable JSONL)",
+    )
+    replies.add_argument("--model", required=True, help="a model spec (README: model specs)")
+    replies.add_argument(
+        "--requests", required=True, type=Path, help="judge JSONL: its request rows are asked"
+    )
+    replies.add_argument("--out", required=True, type=Path, help="JSONL; a rerun continues it")
+    replies.add_argument("--per-source", type=int, default=100, help="requests per source")
+    replies.add_argument("--sources", nargs="+", help="only these sources' requests (default: all)")
+    replies.add_argument("--max-new-tokens", type=int, default=96)
+    replies.add_argument("--batch-size", type=int, default=16)
+    add_engine_arguments(replies)
+    replies.set_defaults(func=cmd_judge_replies)
 
     synth = data.add_parser("sft-synth", help="write synthetic demonstrations as SFT JSONL")
     synth.add_argument("--out", required=True, type=Path)

