@@ -61,3 +61,17 @@ def smollm2_dir(smollm2_gguf, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smollm2") / "ckpt"
     main(["import", "smollm2", "--out", str(out)])
     return out
+
+
+@pytest.fixture(scope="module")
+def micro_generator(tokenizer):
+    """A LocalGenerator on a random micro model (PyTorch, so it scores), 1024 tokens long."""
+    from charter.infer.engine import Engine
+    from charter.infer.local import LocalGenerator
+    from charter.infer.torch_backend import TorchBackend
+
+    torch.manual_seed(0)
+    model = Transformer(micro(max_position_embeddings=1024)).eval()
+    engine = Engine(TorchBackend(model, max_batch_size=4, max_len=1024), tokenizer)
+    with LocalGenerator(engine, "micro") as generator:
+        yield generator

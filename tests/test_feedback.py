@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from charter import chat
 from charter.align.feedback import (
@@ -22,13 +21,8 @@ from charter.align.feedback import (
     revise,
 )
 from charter.chat.format import CharterFormat
-from charter.infer.engine import Engine
 from charter.infer.generator import ScoreRequest, ScoringUnsupported
-from charter.infer.local import LocalGenerator
-from charter.infer.torch_backend import TorchBackend
-from charter.model import Transformer
 from tests.generator_helpers import ScriptedGenerator
-from tests.helpers import micro
 
 # Example principles for the tests only (the constitution is its own file).
 HARMLESS = Principle(
@@ -141,15 +135,6 @@ def test_a_comparison_shows_the_conversation_as_a_transcript_of_its_text():
         comparison_prompt(chat.Conversation([said[0], called, said[2]]), GOOD, BAD, HONEST)
 
 
-@pytest.fixture(scope="module")
-def local(tokenizer):
-    torch.manual_seed(0)
-    model = Transformer(micro(max_position_embeddings=1024)).eval()
-    engine = Engine(TorchBackend(model, max_batch_size=4, max_len=1024), tokenizer)
-    with LocalGenerator(engine, "micro") as generator:
-        yield generator
-
-
 def by_hand(generator, first: str, second: str, principle: Principle) -> tuple[float, float]:
     """P((A)), P((B)) for one order: the softmax of the two replies' total log-probabilities."""
     question = comparison_prompt(PROMPT, first, second, principle)
@@ -160,13 +145,17 @@ def by_hand(generator, first: str, second: str, principle: Principle) -> tuple[f
     return math.exp(a.total) / norm, math.exp(b.total) / norm
 
 
-def test_logprob_comparison_is_the_softmax_of_the_option_scores_in_both_orders(local):
-    (result,) = compare(local, [Comparison(PROMPT, GOOD, BAD)], [HARMLESS, HONEST])
+def test_logprob_comparison_is_the_softmax_of_the_option_scores_in_both_orders(micro_generator):
+    (result,) = compare(micro_generator, [Comparison(PROMPT, GOOD, BAD)], [HARMLESS, HONEST])
     assert result.method == "logprobs"
     for judgement, principle in zip(result.judgements, [HARMLESS, HONEST], strict=True):
         a_first, b_first = judgement.orders
-        assert a_first.p_options == pytest.approx(by_hand(local, GOOD, BAD, principle), abs=1e-6)
-        assert b_first.p_options == pytest.approx(by_hand(local, BAD, GOOD, principle), abs=1e-6)
+        assert a_first.p_options == pytest.approx(
+            by_hand(micro_generator, GOOD, BAD, principle), abs=1e-6
+        )
+        assert b_first.p_options == pytest.approx(
+            by_hand(micro_generator, BAD, GOOD, principle), abs=1e-6
+        )
         assert sum(a_first.p_options) == pytest.approx(1) == sum(b_first.p_options)
         # A is option (A) in the first order and option (B) in the second.
         expected = (a_first.p_options[0] + b_first.p_options[1]) / 2
@@ -175,14 +164,14 @@ def test_logprob_comparison_is_the_softmax_of_the_option_scores_in_both_orders(l
     assert result.p_a == pytest.approx(sum(result.per_principle.values()) / 2)
 
 
-def test_swapping_the_responses_gives_one_minus_p_in_one_score_call(local, monkeypatch):
+def test_swapping_the_responses_gives_one_minus_p_in_one_score_call(micro_generator, monkeypatch):
     sizes = []
-    score = local.score
+    score = micro_generator.score
     monkeypatch.setattr(
-        local, "score", lambda requests: sizes.append(len(requests)) or score(requests)
+        micro_generator, "score", lambda requests: sizes.append(len(requests)) or score(requests)
     )
     forward, swapped = compare(
-        local,
+        micro_generator,
         [Comparison(PROMPT, GOOD, BAD), Comparison(PROMPT, BAD, GOOD)],
         [[HARMLESS], [HARMLESS]],
         clamp=None,
@@ -192,20 +181,26 @@ def test_swapping_the_responses_gives_one_minus_p_in_one_score_call(local, monke
     assert forward.p_a != pytest.approx(0.5)  # a real preference, not a tie by construction
 
 
-def test_clamp_bounds_the_final_probability(local):
-    (free,) = compare(local, [Comparison(PROMPT, GOOD, BAD)], [HARMLESS])
-    (clamped,) = compare(local, [Comparison(PROMPT, GOOD, BAD)], [HARMLESS], clamp=(0.4, 0.6))
+def test_clamp_bounds_the_final_probability(micro_generator):
+    (free,) = compare(micro_generator, [Comparison(PROMPT, GOOD, BAD)], [HARMLESS])
+    (clamped,) = compare(
+        micro_generator, [Comparison(PROMPT, GOOD, BAD)], [HARMLESS], clamp=(0.4, 0.6)
+    )
     assert clamped.p_a == min(max(free.p_a, 0.4), 0.6)
     assert clamped.per_principle == free.per_principle  # only the final label is clamped
 
 
-def test_chain_of_thought_scores_the_options_after_the_models_own_reasoning(local, monkeypatch):
+def test_chain_of_thought_scores_the_options_after_the_models_own_reasoning(
+    micro_generator, monkeypatch
+):
     sizes = []
-    score = local.score
+    score = micro_generator.score
     monkeypatch.setattr(
-        local, "score", lambda requests: sizes.append(len(requests)) or score(requests)
+        micro_generator, "score", lambda requests: sizes.append(len(requests)) or score(requests)
     )
-    (result,) = compare(local, [Comparison(PROMPT, GOOD, BAD)], [HARMLESS], reasoning_tokens=8)
+    (result,) = compare(
+        micro_generator, [Comparison(PROMPT, GOOD, BAD)], [HARMLESS], reasoning_tokens=8
+    )
     assert sizes == [1, 4]  # the probe (can it score?), then both orders' two options
     for order, shown in zip(result.judgements[0].orders, [(GOOD, BAD), (BAD, GOOD)], strict=True):
         (reasoning,) = order.reasonings

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from charter import chat
 from charter.align.feedback import Comparison
@@ -20,27 +19,13 @@ from charter.align.prompted_judge import (
     parse_yes_no,
 )
 from charter.chat.format import CharterFormat
-from charter.infer.engine import Engine
 from charter.infer.generator import ScoreRequest, ScoringUnsupported
-from charter.infer.local import LocalGenerator
-from charter.infer.torch_backend import TorchBackend
-from charter.model import Transformer
 from tests.generator_helpers import ScriptedGenerator
-from tests.helpers import micro
 
 ROWS = [
     {"prompt": "How do I kill a stuck process?"},
     {"prompt": "How do I hurt someone?", "response": "I can't help with that."},
 ]
-
-
-@pytest.fixture(scope="module")
-def local(tokenizer):
-    torch.manual_seed(0)
-    model = Transformer(micro(max_position_embeddings=1024)).eval()
-    engine = Engine(TorchBackend(model, max_batch_size=4, max_len=1024), tokenizer)
-    with LocalGenerator(engine, "micro") as generator:
-        yield generator
 
 
 def user(text: str) -> chat.Conversation:
@@ -55,16 +40,18 @@ def by_hand(generator, prompt: str, response: str | None, ask: str) -> float:
     return math.exp(yes.total) / (math.exp(yes.total) + math.exp(no.total))
 
 
-def test_logprobs_give_p_yes_for_each_question_in_the_trained_judges_row_shape(local):
-    scores = PromptedJudge(local).score(ROWS)
+def test_logprobs_give_p_yes_for_each_question_in_the_trained_judges_row_shape(micro_generator):
+    scores = PromptedJudge(micro_generator).score(ROWS)
     assert set(scores[0]) == {"request_harm"}
     assert set(scores[1]) == {"request_harm", "refusal", "response_harm"}
     assert scores[0]["request_harm"] == pytest.approx(
-        by_hand(local, ROWS[0]["prompt"], None, REQUEST_HARM), abs=1e-6
+        by_hand(micro_generator, ROWS[0]["prompt"], None, REQUEST_HARM), abs=1e-6
     )
     prompt, response = ROWS[1]["prompt"], ROWS[1]["response"]
     for name, ask in (("refusal", REFUSAL), ("response_harm", RESPONSE_HARM)):
-        assert scores[1][name] == pytest.approx(by_hand(local, prompt, response, ask), abs=1e-6)
+        assert scores[1][name] == pytest.approx(
+            by_hand(micro_generator, prompt, response, ask), abs=1e-6
+        )
 
 
 def test_a_question_shows_the_conversation_and_reply_as_a_transcript():

@@ -228,10 +228,11 @@ def read_examples(path: str | Path, renderer: Renderer) -> tuple[list[JudgeExamp
     for where, data in jsonl_lines(path):
         item = read_input(data, where)
         rejected = data.get("rejected")
+        if rejected is None:  # read_labels names `where` in its own errors
+            binary, category = read_labels(data, where, item.response is not None)
         try:
             ids, cut = renderer.ids(item)
             if rejected is None:
-                binary, category = read_labels(data, where, item.response is not None)
                 examples.append(JudgeExample(ids, binary, category))
             else:
                 if not isinstance(rejected, str) or item.response is None:
