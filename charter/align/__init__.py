@@ -3,4 +3,6 @@
     feedback.py   generative feedback through any `Generator`: a critique of a response under a
                   principle, a revision in its light, and a soft preference between two responses
                   (option log-probabilities where the generator can score, sampled votes otherwise)
+    judge.py      scoring rows with a trained safety judge (`charter judge score`)
+    prompted_judge.py  the same questions put to any `Generator` as yes/no prompts
 """
