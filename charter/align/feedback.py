@@ -80,6 +80,7 @@ class Principle:
     critique_request: str  # asks for the response's faults under the principle
     revision_request: str  # asks for the response rewritten to fix them
     comparison_question: str  # asks which of two responses the principle prefers
+    category: str = "general"  # the domain it guards, e.g. a harm category the judge names
 
 
 @dataclass(frozen=True)
