@@ -76,3 +76,41 @@ def resolve_directory(directory: str | Path) -> Path:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such directory")
     return directory
+
+
+class ResumableJsonl:
+    """A JSONL file that a generation stage appends to, one finished item per line, and that a
+    rerun continues: `rows` are the items already written, so the stage skips their keys.
+
+    A kill mid-write can leave a last line without its newline; opening drops it (that item is
+    redone), so the file never holds half an item nor the same item twice."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists():
+            data = self.path.read_bytes()
+            kept = data[: data.rfind(b"\n") + 1]
+            if len(kept) != len(data):
+                with open(self.path, "r+b") as f:
+                    f.truncate(len(kept))
+            for number, line in enumerate(kept.decode("utf-8").splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    self.rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{self.path}:{number}: invalid JSON: {e.msg}") from e
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def keys(self, field: str) -> set[Any]:
+        return {row.get(field) for row in self.rows}
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        """Write `rows` and make them durable before returning."""
+        with open(self.path, "a", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows += rows

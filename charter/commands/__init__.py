@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "pretrain": ("pretrain", "pretrain a model on prepared token shards"),
     "sft": ("sft", "supervised fine-tuning on demonstrations"),
     "judge": ("judge", "train and run the safety judge"),
+    "cai": ("cai", "Constitutional AI: prompts, SL-CAI revisions and RL-CAI preference labels"),
     "eval": ("eval", "evaluate models"),
     "generate": ("generate", "one assistant turn (prints only the completion)"),
     "chat": ("chat", "chat with a model in the terminal"),

@@ -131,19 +131,12 @@ def cmd_fetch_chat(args: argparse.Namespace) -> None:
 def cmd_distill(args: argparse.Namespace) -> None:
     from charter.data.distill import distill
     from charter.data.sft import read_sft, write_sft
-    from charter.infer.backends import engine_options
+    from charter.infer.backends import generator_from_arguments
     from charter.infer.generator import TurnOptions
-    from charter.infer.spec import load_generator
 
     records = list(read_sft(args.prompts))[: args.limit]
     exclude = list(read_sft(args.exclude)) if args.exclude else []
-    generator = load_generator(
-        args.model,
-        max_batch_size=args.batch_size,
-        max_len=2048,
-        backend=args.backend,
-        **engine_options(args),
-    )
+    generator = generator_from_arguments(args.model, args, max_len=2048)
     options = TurnOptions(
         max_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed
     )
@@ -202,18 +195,11 @@ def cmd_judge_sources(args: argparse.Namespace) -> None:
 
 def cmd_judge_replies(args: argparse.Namespace) -> None:
     from charter.data.judge_replies import requests_to_answer, write_replies
-    from charter.infer.backends import engine_options
+    from charter.infer.backends import generator_from_arguments
     from charter.infer.generator import TurnOptions
-    from charter.infer.spec import load_generator
 
     requests = requests_to_answer(args.requests, args.per_source, args.sources)
-    generator = load_generator(
-        args.model,
-        max_batch_size=args.batch_size,
-        max_len=2048,
-        backend=args.backend,
-        **engine_options(args),
-    )
+    generator = generator_from_arguments(args.model, args, max_len=2048)
     options = TurnOptions(max_tokens=args.max_new_tokens, temperature=0.0)
     with generator:
         written = write_replies(generator, requests, args.out, options, args.batch_size)

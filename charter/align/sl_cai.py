@@ -1,0 +1,378 @@
+"""Supervised Constitutional AI (SL-CAI): harmless targets for red-team prompts, then SFT on them.
+
+    charter cai revise --policy runs/smollm2 --prompts cache/cai/redteam.jsonl --out chains.jsonl
+    charter cai select --policy runs/smollm2 --prompts cache/cai/redteam.jsonl --out picks.jsonl
+    charter cai sft chains.jsonl picks.jsonl --out sl-cai.jsonl  →  charter sft
+
+Two ways to make the targets, each a batch stage that writes one JSON line per prompt:
+
+- **revise** (the paper's): the policy answers the prompt; then, for up to `rounds` rounds, a
+  reviser (the policy itself, a stronger local model or a remote one: any `Generator`) criticises
+  the latest response under a principle sampled for that round and rewrites it in the light of
+  its critique (`feedback.critique`, `feedback.revise`, with the constitution's few-shot
+  examples). The record keeps the whole chain — initial response, then (principle, critique,
+  revision) per round — and `final`, the last revision. A round whose revision is empty or cut
+  off at the token limit ends the chain there, and the round says why; `final` is then the
+  latest complete response. Principles are drawn from those of the prompt's category (when the
+  constitution has one) and the general ones, so a weapons request is not criticised for fraud.
+- **select** (the small-scale mode, context distillation with AI selection): a 135M reviser
+  rewrites little and critiques badly, so instead the policy samples `samples` responses with
+  the constitution as its system prompt and its examples' good answers as prior turns, and a
+  scorer keeps the best; `final` is that response, or null when no sample was acceptable (a
+  harmful request none of whose samples declined; a benign one all of whose samples refused).
+  Fine-tuning on prompt → selected response, without the system prompt, distils the prompt's
+  effect into the weights. The scorer here is the refusal pattern detector
+  (`charter.eval.refusal`): declining is what a harmful request's response should do, and
+  answering what a benign one's should.
+
+Both stages resume: a prompt already in the output file is skipped, and a torn last line is
+redone (`ResumableJsonl`), so an interrupted run continues without duplicates. Batches of
+`batch_size` prompts are written as they finish. Sampling is seeded per prompt, so a rerun makes
+the same samples on a generator that honours seeds.
+
+`sft_records` turns either file into SFT demonstrations (prompt → final), and `round_report`
+measures how harmless the responses are after each round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from charter import chat
+from charter.align import feedback
+from charter.align.constitution import Constitution
+from charter.align.feedback import Principle
+from charter.data.prompt_sets import Prompt
+from charter.data.sft import SFTRecord
+from charter.files import ResumableJsonl
+from charter.infer.generator import END_TURN, Generator, InvalidRequest, TurnOptions, TurnRequest
+
+REVISE, SELECT = "revise", "select"
+CUT_OFF = "cut off"  # why a round, or a sample, was not kept
+EMPTY = "empty"
+
+# Text → is it a refusal? (`charter.eval.refusal.detect_refusal`, passed in by the caller.)
+IsRefusal = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class ReviseSettings:
+    rounds: int = 4
+    max_tokens: int = 256  # for the response and each revision
+    critique_tokens: int = 160
+    temperature: float = 0.0  # of the initial response; critiques and revisions are greedy
+    examples: int = 2  # few-shot examples shown before each critique and revision
+    seed: int = 0
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _at_least(self, rounds=1, max_tokens=1, critique_tokens=1, examples=0, batch_size=1)
+
+
+@dataclass(frozen=True)
+class SelectSettings:
+    samples: int = 4
+    max_tokens: int = 256
+    temperature: float = 0.8
+    examples: int = 4  # the constitution's examples shown as prior turns
+    seed: int = 0
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _at_least(self, samples=1, max_tokens=1, examples=0, batch_size=1)
+
+
+def _at_least(settings: Any, **minimums: int) -> None:
+    for name, minimum in minimums.items():
+        if getattr(settings, name) < minimum:
+            raise ValueError(f"{name} must be ≥ {minimum}, got {getattr(settings, name)}")
+
+
+def prompt_seed(seed: int, prompt: str) -> int:
+    """A seed of this prompt's own, the same in every run and process."""
+    digest = hashlib.sha256(f"{seed}:{prompt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+# The judge's harm categories (charter.data.judge_sources.CATEGORIES, "none" aside): principles of
+# these categories apply to one domain; the others (honesty, helpfulness, …) to every prompt.
+HARM_DOMAINS = frozenset(
+    {
+        "weapons", "cyber", "fraud", "drugs", "violence", "self-harm", "hate", "harassment",
+        "privacy", "child safety", "extremism", "sexual content",
+    }
+)  # fmt: skip
+
+
+def principle_pool(constitution: Constitution, category: str) -> list[Principle]:
+    """The principles a prompt of `category` is criticised under: its own domain's (if the
+    constitution has one) with the general ones; every principle otherwise."""
+    own = [p for p in constitution.principles if p.category == category]
+    if category not in HARM_DOMAINS or not own:
+        return list(constitution.principles)
+    return own + [p for p in constitution.principles if p.category not in HARM_DOMAINS]
+
+
+def _pending(prompts: Sequence[Prompt], out: ResumableJsonl) -> tuple[list[Prompt], Counter]:
+    """The prompts still to do, each once, and the count of those skipped."""
+    done, pending, outcomes = out.keys("prompt"), {}, Counter()
+    for prompt in prompts:
+        if prompt.text in done:
+            outcomes["already in the file"] += 1
+        elif prompt.text in pending:
+            outcomes["duplicate prompt"] += 1
+        else:
+            pending[prompt.text] = prompt
+    return list(pending.values()), outcomes
+
+
+def _batches(items: list[Prompt], size: int) -> Iterator[list[Prompt]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _record(prompt: Prompt, mode: str) -> dict[str, Any]:
+    return {
+        "prompt": prompt.text,
+        "set": prompt.set,
+        "category": prompt.category,
+        "harmful": prompt.harmful,
+        "licence": prompt.licence,
+        "mode": mode,
+    }
+
+
+def _ending(turn: Any) -> str | None:
+    """Why a generated turn cannot be used, or None when it can."""
+    if isinstance(turn, InvalidRequest):
+        if turn.field != "messages":
+            raise turn
+        return "too long for the context"
+    if turn.stop_reason != END_TURN:
+        return CUT_OFF
+    return EMPTY if not turn.text.strip() else None
+
+
+# ---- revise: the paper's critique → revision chains ----
+
+
+def revise_chains(
+    prompts: Sequence[Prompt],
+    policy: Generator,
+    reviser: Generator,
+    constitution: Constitution,
+    out: str | Path,
+    settings: ReviseSettings = ReviseSettings(),
+) -> Counter:
+    """Critique → revision chains for `prompts`, appended to `out` (the module's docstring);
+    returns the count of prompts per outcome."""
+    file = ResumableJsonl(out)
+    pending, outcomes = _pending(prompts, file)
+    examples = constitution.examples[: settings.examples]
+    for batch in _batches(pending, settings.batch_size):
+        rows = [
+            {**_record(p, REVISE), "policy_model": policy.name, "reviser_model": reviser.name}
+            for p in batch
+        ]
+        requests = [
+            TurnRequest(
+                feedback.as_conversation(p.text),
+                TurnOptions(
+                    settings.max_tokens,
+                    temperature=settings.temperature,
+                    seed=prompt_seed(settings.seed, p.text),
+                ),
+            )
+            for p in batch
+        ]
+        turns = policy.generate(requests, progress="sl-cai responses", errors="return")
+        live = []  # rows whose chain goes on
+        for row, turn in zip(rows, turns, strict=True):
+            row["response"], row["rounds"] = getattr(turn, "text", "").strip(), []
+            row["final"], row["stopped"] = row["response"], _ending(turn)
+            if row["stopped"] is None:
+                live.append(row)
+            else:
+                row["final"] = None  # no complete response to revise
+        for round_number in range(settings.rounds):
+            live = _revision_round(live, reviser, constitution, examples, settings, round_number)
+        for row in rows:
+            outcomes["no response" if row["final"] is None else "revised"] += 1
+        file.append(rows)
+    return outcomes
+
+
+def _revision_round(
+    rows: list[dict[str, Any]],
+    reviser: Generator,
+    constitution: Constitution,
+    examples: Sequence[feedback.FewShotExample],
+    settings: ReviseSettings,
+    round_number: int,
+) -> list[dict[str, Any]]:
+    """One critique and one revision for each row; the rows whose chain goes on."""
+    if not rows:
+        return []
+    principles = [
+        random.Random(prompt_seed(settings.seed + round_number, row["prompt"])).choice(
+            principle_pool(constitution, row["category"])
+        )
+        for row in rows
+    ]
+    exchanges = [(row["prompt"], row["final"]) for row in rows]
+    critiques = feedback.critique(
+        reviser,
+        exchanges,
+        principles,
+        examples=examples,
+        options=TurnOptions(settings.critique_tokens, temperature=0.0),
+        progress=f"sl-cai critiques, round {round_number + 1}",
+    )
+    conversations = [
+        feedback.revision_prompt(prompt, response, text.strip(), principle, examples)
+        for (prompt, response), text, principle in zip(exchanges, critiques, principles)
+    ]
+    options = TurnOptions(settings.max_tokens, temperature=0.0)
+    revisions = reviser.generate(
+        [TurnRequest(c, options) for c in conversations],
+        progress=f"sl-cai revisions, round {round_number + 1}",
+        errors="return",
+    )
+    going_on = []
+    for row, principle, text, turn in zip(rows, principles, critiques, revisions, strict=True):
+        ending = _ending(turn)
+        revision = getattr(turn, "text", "").strip()
+        row["rounds"].append(
+            {
+                "principle": principle.name,
+                "critique": text.strip(),
+                "revision": revision,
+                "unusable": ending,
+            }
+        )
+        if ending is None:
+            row["final"] = revision
+            going_on.append(row)
+        else:
+            row["stopped"] = f"round {round_number + 1}: revision {ending}"
+    return going_on
+
+
+# ---- select: sampling under the constitution, the scorer keeps the best ----
+
+
+def constitution_conversation(
+    prompt: str, constitution: Constitution, examples: int
+) -> chat.Conversation:
+    """The prompt with the constitution as system prompt and the first `examples` examples'
+    good answers (their revisions) as prior turns."""
+    shown = []
+    for example in constitution.examples[:examples]:
+        shown += [_message("user", example.prompt), _message("assistant", example.revision)]
+    return chat.Conversation([*shown, _message("user", prompt)], constitution.system_prompt)
+
+
+def acceptable(prompt: Prompt, response: str, is_refusal: IsRefusal) -> bool:
+    """A harmful request's response declines; a benign request's does not."""
+    return is_refusal(response) == prompt.harmful
+
+
+def select_responses(
+    prompts: Sequence[Prompt],
+    policy: Generator,
+    constitution: Constitution,
+    is_refusal: IsRefusal,
+    out: str | Path,
+    settings: SelectSettings = SelectSettings(),
+    scorer: str = "refusal patterns",
+) -> Counter:
+    """For each prompt, `samples` responses under the constitution and the first acceptable one
+    as `final`, appended to `out` (the module's docstring); returns the count of prompts per
+    outcome."""
+    file = ResumableJsonl(out)
+    pending, outcomes = _pending(prompts, file)
+    for batch in _batches(pending, settings.batch_size):
+        requests = [
+            TurnRequest(
+                constitution_conversation(p.text, constitution, settings.examples),
+                TurnOptions(
+                    settings.max_tokens,
+                    temperature=settings.temperature,
+                    seed=prompt_seed(settings.seed, p.text) + k,
+                ),
+            )
+            for p in batch
+            for k in range(settings.samples)
+        ]
+        turns = policy.generate(requests, progress="sl-cai samples", errors="return")
+        rows = []
+        for number, prompt in enumerate(batch):
+            candidates = []
+            for turn in turns[number * settings.samples : (number + 1) * settings.samples]:
+                text, ending = getattr(turn, "text", "").strip(), _ending(turn)
+                keep = ending is None and acceptable(prompt, text, is_refusal)
+                candidates.append({"text": text, "unusable": ending, "acceptable": keep})
+            chosen = next((i for i, c in enumerate(candidates) if c["acceptable"]), None)
+            rows.append(
+                {
+                    **_record(prompt, SELECT),
+                    "candidates": candidates,
+                    "chosen": chosen,
+                    "final": None if chosen is None else candidates[chosen]["text"],
+                    "policy_model": policy.name,
+                    "scorer": scorer,
+                }
+            )
+            outcomes["selected" if chosen is not None else "no acceptable sample"] += 1
+        file.append(rows)
+    return outcomes
+
+
+# ---- the outputs: SFT demonstrations and per-round harmlessness ----
+
+
+def sft_records(rows: Sequence[dict[str, Any]]) -> tuple[list[SFTRecord], Counter]:
+    """Each row's prompt → final as a demonstration (no system prompt: the behaviour is to be
+    the model's own), and the count of rows per outcome ("kept", "no final")."""
+    records, outcomes = [], Counter()
+    for row in rows:
+        if row.get("final") is None:
+            outcomes["no final"] += 1
+            continue
+        conversation = chat.Conversation(
+            [_message("user", row["prompt"]), _message("assistant", row["final"])]
+        )
+        source = f"sl-cai-{row['mode']}:{row['set']}"
+        records.append(SFTRecord(conversation, source=source, licence=row["licence"]))
+        outcomes["kept"] += 1
+    return records, outcomes
+
+
+def round_report(rows: Sequence[dict[str, Any]], is_refusal: IsRefusal) -> list[dict[str, Any]]:
+    """For revise chains of harmful prompts: the share of responses that decline after each
+    round (round 0 is the initial response). A chain that ended early keeps its last complete
+    response in the later rounds, as its `final` does."""
+    chains = [r for r in rows if r["mode"] == REVISE and r["harmful"] and r["final"] is not None]
+    rounds = max((len(r["rounds"]) for r in chains), default=0)
+    report = []
+    for number in range(rounds + 1):
+        refused = 0
+        for row in chains:
+            latest = row["response"]
+            for done in row["rounds"][:number]:
+                if done["unusable"] is None:
+                    latest = done["revision"]
+            refused += is_refusal(latest)
+        report.append({"round": number, "chains": len(chains), "declined": refused,
+                       "rate": refused / len(chains) if chains else None})  # fmt: skip
+    return report
+
+
+def _message(role: str, text: str) -> chat.Message:
+    return chat.Message(role, [chat.TextBlock(text)])
