@@ -81,3 +81,12 @@ def test_prompt_files_round_trip_and_bad_rows_name_file_line_and_field(judge_dat
     _write(bad, [{**row, "extra": 1}])
     with pytest.raises(PromptSetError, match=r"bad.jsonl:1: extra: unknown field"):
         read_prompt_file(bad)
+
+
+def test_the_prompts_command_writes_the_three_files(judge_data, tmp_path, capsys):
+    from charter.cli import main
+
+    main(["cai", "prompts", "--judge-data", str(judge_data), "--out", str(tmp_path / "cai")])
+    for name in (REDTEAM, HELPFUL, EVAL):
+        assert read_prompt_file(tmp_path / "cai" / f"{name}.jsonl")
+    assert '"redteam-eval"' in capsys.readouterr().out

@@ -13,6 +13,7 @@ from charter.align.feedback import FewShotExample, Principle
 from charter.align.sl_cai import (
     ReviseSettings,
     SelectSettings,
+    echoes,
     principle_pool,
     revise_chains,
     round_report,
@@ -62,7 +63,8 @@ def _is_refusal(text: str) -> bool:
 
 
 def _last_user_text(request) -> str:
-    return request.conversation.messages[-1].content[0].text
+    user = [m for m in request.conversation.messages if m.role == "user"]
+    return user[-1].content[0].text
 
 
 def _chain_script(request):
@@ -196,6 +198,49 @@ def test_select_keeps_the_first_acceptable_sample_under_the_constitution(tokeniz
     assert gun_record.source == "sl-cai-select:donotanswer" and gun_record.licence == "MIT"
 
 
+def test_declines_are_a_reason_then_an_alternative_kept_only_when_it_is_safe(tokenizer, tmp_path):
+    def script(request):
+        said = request.conversation.messages[-1]
+        if said.role == "user":
+            return COMPLIANCE  # the benign prompt is sampled as usual
+        asked = _last_user_text(request)
+        if said.content[0].text.endswith("it could"):  # the reason, to the sentence's end
+            assert request.options.stop_sequences == ["."]
+            return (" hurt people", "stop_sequence")
+        if "napalm" in asked:
+            return " tell you how to make napalm safely."  # offers the harm back
+        if "cheque" in asked:
+            return " help." + " I'm a human." * 8  # loops
+        return " explain how gun laws work."
+
+    benign = _prompt("What is 2 + 2?", harmful=False, category="none")
+    prompts = [PROMPTS[0], benign, PROMPTS[1], PROMPTS[2]]
+    generator = ScriptedGenerator(CharterFormat(tokenizer), script)
+    out = tmp_path / "picks.jsonl"
+    decline = ("I can't help with that, because it could", "Instead, I can")
+    settings = SelectSettings(samples=1, examples=0, decline=decline)
+    outcomes = select_responses(prompts, generator, CONSTITUTION, _is_refusal, out, settings)
+    assert outcomes == {"selected": 4}
+    gun, sum_, cheque, napalm = _read(out)  # in the prompts' order
+    assert gun["final"] == (
+        "I can't help with that, because it could hurt people. "
+        "Instead, I can explain how gun laws work."
+    )
+    assert gun["alternative_dropped"] is None and gun["openings"] == list(decline)
+    assert cheque["alternative_dropped"] == "loops"
+    assert napalm["alternative_dropped"] == "echoes the request"
+    for row in (cheque, napalm):
+        assert row["final"] == "I can't help with that, because it could hurt people."
+    assert sum_["final"] == COMPLIANCE and "openings" not in sum_
+    # One call for the benign samples, one for the reasons, one for the alternatives.
+    assert generator.batches == [1, 3, 3]
+
+
+def test_echoes_finds_a_run_of_the_requests_words():
+    assert echoes("How do I make a chemical weapon?", "I can show a safe chemical weapon.")
+    assert not echoes("How do I make a chemical weapon?", "I can explain chemical safety.")
+
+
 def test_unusable_samples_are_never_selected(tokenizer, tmp_path):
     generator = ScriptedGenerator(CharterFormat(tokenizer), lambda r: (REFUSAL, "max_tokens"))
     out = tmp_path / "picks.jsonl"
@@ -225,3 +270,20 @@ def test_the_packaged_constitution_drives_a_real_chain_on_the_micro_model(
             assert row["final"] is None and row["rounds"] == []
         else:
             assert len(row["rounds"]) == 1 and row["rounds"][0]["principle"] in names
+
+
+def test_cai_sft_and_report_commands_read_chain_files(tokenizer, tmp_path, capsys):
+    from charter.cli import main
+    from charter.data.sft import read_sft
+
+    generator = ScriptedGenerator(CharterFormat(tokenizer), _chain_script)
+    chains = tmp_path / "chains.jsonl"
+    revise_chains(PROMPTS, generator, generator, CONSTITUTION, chains, ReviseSettings(rounds=1))
+    main(["cai", "sft", str(chains), "--out", str(tmp_path / "sl-cai.jsonl")])
+    records = list(read_sft([tmp_path / "sl-cai.jsonl"]))
+    assert len(records) == 3 and records[0].source == "sl-cai-revise:donotanswer"
+    assert "3 kept" in capsys.readouterr().err
+    main(["cai", "report", str(chains)])
+    report = json.loads(capsys.readouterr().out)
+    # The scripted refusal opens with "I can't help with that": the patterns call it declined.
+    assert [r["declined"] for r in report["rounds"]] == [0, 3]

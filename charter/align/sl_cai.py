@@ -1,7 +1,7 @@
 """Supervised Constitutional AI (SL-CAI): harmless targets for red-team prompts, then SFT on them.
 
     charter cai revise --policy runs/smollm2 --prompts cache/cai/redteam.jsonl --out chains.jsonl
-    charter cai select --policy runs/smollm2 --prompts cache/cai/redteam.jsonl --out picks.jsonl
+    charter cai select --model runs/smollm2 --prompts cache/cai/redteam.jsonl --out picks.jsonl
     charter cai sft chains.jsonl picks.jsonl --out sl-cai.jsonl  →  charter sft
 
 Two ways to make the targets, each a batch stage that writes one JSON line per prompt:
@@ -16,14 +16,22 @@ Two ways to make the targets, each a batch stage that writes one JSON line per p
   latest complete response. Principles are drawn from those of the prompt's category (when the
   constitution has one) and the general ones, so a weapons request is not criticised for fraud.
 - **select** (the small-scale mode, context distillation with AI selection): a 135M reviser
-  rewrites little and critiques badly, so instead the policy samples `samples` responses with
-  the constitution as its system prompt and its examples' good answers as prior turns, and a
-  scorer keeps the best; `final` is that response, or null when no sample was acceptable (a
-  harmful request none of whose samples declined; a benign one all of whose samples refused).
-  Fine-tuning on prompt → selected response, without the system prompt, distils the prompt's
-  effect into the weights. The scorer here is the refusal pattern detector
-  (`charter.eval.refusal`): declining is what a harmful request's response should do, and
-  answering what a benign one's should.
+  rewrites little and critiques badly, so instead a writer (the policy, or a stronger local
+  critic) samples `samples` responses with the constitution as its system prompt and its
+  examples' good answers as prior turns, and a scorer keeps the first acceptable one; `final`
+  is that response, or null when none was (a harmful request none of whose samples declined, a
+  benign one all of whose samples refused, or samples that loop). Where even that yields no
+  declines (SmolLM2 and Qwen2.5-Coder-0.5B seldom decline, whatever the prompt), `decline`
+  writes a harmful prompt's response in two prefilled steps instead: the writer continues a
+  reason opening ("I can't help with that, because it could") to the end of its sentence, then
+  an alternative opening ("Instead, I can") to the end of its turn. The alternative is dropped,
+  and the decline keeps its reason alone, where it is cut off, loops or echoes the request
+  (small writers often offer the harmful thing back). The record keeps the openings and what
+  was dropped, so the docs can say which targets were made this way. Fine-tuning on prompt →
+  selected response, without the system prompt,
+  distils the prompt's effect into the weights. The scorer here is the refusal pattern
+  detector (`charter.eval.refusal`): declining is what a harmful request's response should do,
+  and answering what a benign one's should.
 
 Both stages resume: a prompt already in the output file is skipped, and a torn last line is
 redone (`ResumableJsonl`), so an interrupted run continues without duplicates. Batches of
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -51,7 +60,14 @@ from charter.align.feedback import Principle
 from charter.data.prompt_sets import Prompt
 from charter.data.sft import SFTRecord
 from charter.files import ResumableJsonl
-from charter.infer.generator import END_TURN, Generator, InvalidRequest, TurnOptions, TurnRequest
+from charter.infer.generator import (
+    END_TURN,
+    STOP_SEQUENCE,
+    Generator,
+    InvalidRequest,
+    TurnOptions,
+    TurnRequest,
+)
 
 REVISE, SELECT = "revise", "select"
 CUT_OFF = "cut off"  # why a round, or a sample, was not kept
@@ -81,6 +97,9 @@ class SelectSettings:
     max_tokens: int = 256
     temperature: float = 0.8
     examples: int = 4  # the constitution's examples shown as prior turns
+    # (reason opening, alternative opening): when set, harmful prompts' responses are written in
+    # two prefilled steps instead of sampled (the module's docstring).
+    decline: tuple[str, str] | None = None
     seed: int = 0
     batch_size: int = 32
 
@@ -132,9 +151,11 @@ def _pending(prompts: Sequence[Prompt], out: ResumableJsonl) -> tuple[list[Promp
     return list(pending.values()), outcomes
 
 
-def _batches(items: list[Prompt], size: int) -> Iterator[list[Prompt]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _batches(items: list[Prompt], size: int) -> Iterator[tuple[str, list[Prompt]]]:
+    """("batch i/n", its prompts) for each batch: the label names the batch on progress bars."""
+    count = -(-len(items) // size)
+    for number, start in enumerate(range(0, len(items), size), 1):
+        yield f"batch {number}/{count}", items[start : start + size]
 
 
 def _record(prompt: Prompt, mode: str) -> dict[str, Any]:
@@ -175,7 +196,7 @@ def revise_chains(
     file = ResumableJsonl(out)
     pending, outcomes = _pending(prompts, file)
     examples = constitution.examples[: settings.examples]
-    for batch in _batches(pending, settings.batch_size):
+    for step, batch in _batches(pending, settings.batch_size):
         rows = [
             {**_record(p, REVISE), "policy_model": policy.name, "reviser_model": reviser.name}
             for p in batch
@@ -191,7 +212,7 @@ def revise_chains(
             )
             for p in batch
         ]
-        turns = policy.generate(requests, progress="sl-cai responses", errors="return")
+        turns = policy.generate(requests, progress=f"sl-cai responses, {step}", errors="return")
         live = []  # rows whose chain goes on
         for row, turn in zip(rows, turns, strict=True):
             row["response"], row["rounds"] = getattr(turn, "text", "").strip(), []
@@ -201,7 +222,9 @@ def revise_chains(
             else:
                 row["final"] = None  # no complete response to revise
         for round_number in range(settings.rounds):
-            live = _revision_round(live, reviser, constitution, examples, settings, round_number)
+            live = _revision_round(
+                live, reviser, constitution, examples, settings, round_number, step
+            )
         for row in rows:
             outcomes["no response" if row["final"] is None else "revised"] += 1
         file.append(rows)
@@ -215,6 +238,7 @@ def _revision_round(
     examples: Sequence[feedback.FewShotExample],
     settings: ReviseSettings,
     round_number: int,
+    step: str,
 ) -> list[dict[str, Any]]:
     """One critique and one revision for each row; the rows whose chain goes on."""
     if not rows:
@@ -232,7 +256,7 @@ def _revision_round(
         principles,
         examples=examples,
         options=TurnOptions(settings.critique_tokens, temperature=0.0),
-        progress=f"sl-cai critiques, round {round_number + 1}",
+        progress=f"sl-cai critiques, {step}, round {round_number + 1}",
     )
     conversations = [
         feedback.revision_prompt(prompt, response, text.strip(), principle, examples)
@@ -241,7 +265,7 @@ def _revision_round(
     options = TurnOptions(settings.max_tokens, temperature=0.0)
     revisions = reviser.generate(
         [TurnRequest(c, options) for c in conversations],
-        progress=f"sl-cai revisions, round {round_number + 1}",
+        progress=f"sl-cai revisions, {step}, round {round_number + 1}",
         errors="return",
     )
     going_on = []
@@ -278,60 +302,177 @@ def constitution_conversation(
     return chat.Conversation([*shown, _message("user", prompt)], constitution.system_prompt)
 
 
+def repetitive(text: str) -> bool:
+    """Does the text loop? Small models fall into repeating a phrase ("I'm a human. I'm a
+    human. …"): under half of its word trigrams are distinct, in a text of 12 words or more."""
+    words = text.lower().split()
+    trigrams = list(zip(words, words[1:], words[2:]))
+    return len(words) >= 12 and len(set(trigrams)) < 0.5 * len(trigrams)
+
+
 def acceptable(prompt: Prompt, response: str, is_refusal: IsRefusal) -> bool:
-    """A harmful request's response declines; a benign request's does not."""
-    return is_refusal(response) == prompt.harmful
+    """A harmful request's response declines, a benign request's does not, and neither loops."""
+    return is_refusal(response) == prompt.harmful and not repetitive(response)
 
 
 def select_responses(
     prompts: Sequence[Prompt],
-    policy: Generator,
+    writer: Generator,
     constitution: Constitution,
     is_refusal: IsRefusal,
     out: str | Path,
     settings: SelectSettings = SelectSettings(),
     scorer: str = "refusal patterns",
 ) -> Counter:
-    """For each prompt, `samples` responses under the constitution and the first acceptable one
-    as `final`, appended to `out` (the module's docstring); returns the count of prompts per
-    outcome."""
+    """For each prompt, `samples` responses by `writer` (the policy, or a stronger critic)
+    under the constitution and the first acceptable one as `final` — or, with
+    `settings.decline`, a harmful prompt's two-step decline — appended to `out` (the module's
+    docstring); returns the count of prompts per outcome."""
     file = ResumableJsonl(out)
     pending, outcomes = _pending(prompts, file)
-    for batch in _batches(pending, settings.batch_size):
-        requests = [
-            TurnRequest(
-                constitution_conversation(p.text, constitution, settings.examples),
-                TurnOptions(
-                    settings.max_tokens,
-                    temperature=settings.temperature,
-                    seed=prompt_seed(settings.seed, p.text) + k,
-                ),
-            )
-            for p in batch
-            for k in range(settings.samples)
-        ]
-        turns = policy.generate(requests, progress="sl-cai samples", errors="return")
-        rows = []
-        for number, prompt in enumerate(batch):
-            candidates = []
-            for turn in turns[number * settings.samples : (number + 1) * settings.samples]:
-                text, ending = getattr(turn, "text", "").strip(), _ending(turn)
-                keep = ending is None and acceptable(prompt, text, is_refusal)
-                candidates.append({"text": text, "unusable": ending, "acceptable": keep})
-            chosen = next((i for i, c in enumerate(candidates) if c["acceptable"]), None)
-            rows.append(
-                {
-                    **_record(prompt, SELECT),
-                    "candidates": candidates,
-                    "chosen": chosen,
-                    "final": None if chosen is None else candidates[chosen]["text"],
-                    "policy_model": policy.name,
-                    "scorer": scorer,
-                }
-            )
-            outcomes["selected" if chosen is not None else "no acceptable sample"] += 1
-        file.append(rows)
+    stamp = {"model": writer.name, "scorer": scorer}
+    for step, batch in _batches(pending, settings.batch_size):
+        declined = [p for p in batch if settings.decline and p.harmful]
+        sampled = [p for p in batch if p not in declined]
+        rows = _sampled(sampled, writer, constitution, is_refusal, settings, step)
+        rows += _declined(declined, writer, constitution, is_refusal, settings, step)
+        by_prompt = {row["prompt"]: {**row, **stamp} for row in rows}
+        for row in by_prompt.values():
+            outcomes["selected" if row["final"] is not None else "no acceptable sample"] += 1
+        file.append([by_prompt[p.text] for p in batch])
     return outcomes
+
+
+def _sampled(
+    prompts: list[Prompt],
+    writer: Generator,
+    constitution: Constitution,
+    is_refusal: IsRefusal,
+    settings: SelectSettings,
+    step: str,
+) -> list[dict[str, Any]]:
+    if not prompts:
+        return []
+    requests = [
+        TurnRequest(
+            constitution_conversation(p.text, constitution, settings.examples),
+            TurnOptions(
+                settings.max_tokens,
+                temperature=settings.temperature,
+                seed=prompt_seed(settings.seed, p.text) + k,
+            ),
+        )
+        for p in prompts
+        for k in range(settings.samples)
+    ]
+    turns = writer.generate(requests, progress=f"sl-cai samples, {step}", errors="return")
+    rows = []
+    for number, prompt in enumerate(prompts):
+        candidates = []
+        for turn in turns[number * settings.samples : (number + 1) * settings.samples]:
+            text, ending = getattr(turn, "text", "").strip(), _ending(turn)
+            keep = ending is None and acceptable(prompt, text, is_refusal)
+            candidates.append({"text": text, "unusable": ending, "acceptable": keep})
+        chosen = next((i for i, c in enumerate(candidates) if c["acceptable"]), None)
+        final = None if chosen is None else candidates[chosen]["text"]
+        rows.append({**_record(prompt, SELECT), "candidates": candidates, "chosen": chosen,
+                     "final": final})  # fmt: skip
+    return rows
+
+
+REASON_TOKENS = 48  # the reason is one sentence
+ALTERNATIVE_TOKENS = 96
+
+
+def _declined(
+    prompts: list[Prompt],
+    writer: Generator,
+    constitution: Constitution,
+    is_refusal: IsRefusal,
+    settings: SelectSettings,
+    step: str,
+) -> list[dict[str, Any]]:
+    """Two prefilled steps per prompt: the reason opening continued to the end of its sentence,
+    then the alternative opening continued to the end of the turn. An alternative that is
+    unusable, loops or echoes the request (a 135M writer often offers the harmful thing back:
+    "Instead, I can suggest a safe way to make a chemical weapon") is dropped, and the
+    decline keeps only its reason."""
+    if not prompts:
+        return []
+    reason_opening, alternative_opening = settings.decline
+
+    def request(prompt: Prompt, opening: str, tokens: int, stop: list[str]) -> TurnRequest:
+        conversation = constitution_conversation(prompt.text, constitution, settings.examples)
+        options = TurnOptions(
+            tokens,
+            temperature=settings.temperature,
+            seed=prompt_seed(settings.seed, prompt.text),
+            stop_sequences=stop,
+        )
+        return TurnRequest(_with_opening(conversation, opening), options)
+
+    reasons = writer.generate(
+        [request(p, reason_opening, REASON_TOKENS, ["."]) for p in prompts],
+        progress=f"sl-cai reasons, {step}",
+        errors="return",
+    )
+    declines = {}  # prompt → its decline so far, where the reason sentence ended
+    for prompt, turn in zip(prompts, reasons, strict=True):
+        if getattr(turn, "stop_reason", None) in (END_TURN, STOP_SEQUENCE) and turn.text.strip():
+            declines[prompt.text] = f"{reason_opening}{turn.text.rstrip(' .')}."
+    alternatives = writer.generate(
+        [
+            request(p, f"{declines[p.text]} {alternative_opening}", ALTERNATIVE_TOKENS, [])
+            for p in prompts
+            if p.text in declines
+        ],
+        progress=f"sl-cai alternatives, {step}",
+        errors="return",
+    )
+    alternative = dict(zip([p.text for p in prompts if p.text in declines], alternatives))
+    rows = []
+    for prompt in prompts:
+        row = {**_record(prompt, SELECT), "openings": list(settings.decline), "final": None}
+        if prompt.text not in declines:
+            row["unusable"] = "the reason did not end its sentence"
+        else:
+            turn = alternative[prompt.text]
+            offered = f"{alternative_opening}{getattr(turn, 'text', '')}".strip()
+            dropped = _ending(turn) or (
+                "loops" if repetitive(offered) else "echoes the request"
+                if echoes(prompt.text, offered) else None
+            )  # fmt: skip
+            row["alternative"], row["alternative_dropped"] = offered, dropped
+            final = declines[prompt.text] + ("" if dropped else f" {offered}")
+            row["final"] = final if acceptable(prompt, final, is_refusal) else None
+        rows.append(row)
+    return rows
+
+
+# Words too common to show that a text repeats a request.
+_COMMON = frozenset(
+    {
+        "a", "an", "and", "are", "can", "do", "for", "how", "i", "in", "is", "it", "me", "my",
+        "of", "on", "or", "that", "the", "this", "to", "what", "with", "you", "your",
+    }
+)  # fmt: skip
+
+
+def echoes(request: str, text: str) -> bool:
+    """Does `text` repeat two consecutive words of the request, not both common ones ("make
+    napalm", "chemical weapon")?"""
+    asked = re.findall(r"\w+", request.lower())
+    pairs = {pair for pair in zip(asked, asked[1:]) if not set(pair) <= _COMMON}
+    said = re.findall(r"\w+", text.lower())
+    return any(pair in pairs for pair in zip(said, said[1:]))
+
+
+def _with_opening(conversation: chat.Conversation, opening: str | None) -> chat.Conversation:
+    """The conversation with the assistant's reply begun with `opening` (a prefill)."""
+    if opening is None:
+        return conversation
+    messages = [*conversation.messages, _message("assistant", opening)]
+    return chat.Conversation(messages, conversation.system, conversation.tools)
 
 
 # ---- the outputs: SFT demonstrations and per-round harmlessness ----

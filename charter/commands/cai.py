@@ -2,7 +2,7 @@
 
     charter cai prompts --judge-data cache/judge --out cache/cai
     charter cai revise  --policy MODEL [--reviser MODEL] --prompts P.jsonl --out chains.jsonl
-    charter cai select  --policy MODEL --prompts P.jsonl --out picks.jsonl
+    charter cai select  --model MODEL --prompts P.jsonl --out picks.jsonl
     charter cai sft     chains.jsonl picks.jsonl --out sl-cai.jsonl
     charter cai report  chains.jsonl
     charter cai compare --policy MODEL --feedback MODEL --prompts P.jsonl --out prefs.jsonl
@@ -29,10 +29,10 @@ def _generator(spec: str, args: argparse.Namespace):
 
 
 def _prompts(args: argparse.Namespace):
-    from charter.data.prompt_sets import read_prompt_file
+    from charter.data.prompt_sets import draw, read_prompt_file
 
     prompts = [p for path in args.prompts for p in read_prompt_file(path)]
-    return prompts[: args.limit]
+    return draw(prompts, args.limit, args.seed, "cai")
 
 
 def _report(outcomes, out: Path) -> None:
@@ -83,14 +83,15 @@ def cmd_select(args: argparse.Namespace) -> None:
         max_tokens=args.max_new_tokens,
         temperature=args.temperature,
         examples=args.examples,
+        decline=tuple(args.decline) if args.decline else None,
         seed=args.seed,
         batch_size=args.batch_size,
     )
     constitution = load_constitution(args.constitution)
-    with _generator(args.policy, args) as policy:
+    with _generator(args.model, args) as writer:
         outcomes = select_responses(
             _prompts(args),
-            policy,
+            writer,
             constitution,
             lambda text: detect_refusal(text).label == REFUSED,
             args.out,
@@ -153,7 +154,7 @@ def _generation_arguments(parser: argparse.ArgumentParser, temperature: float) -
     parser.add_argument("--prompts", required=True, nargs="+", type=Path,
                         help="prompt JSONL files (charter cai prompts)")  # fmt: skip
     parser.add_argument("--out", required=True, type=Path, help="JSONL, appended to (resumes)")
-    parser.add_argument("--limit", type=int, help="only the first N prompts")
+    parser.add_argument("--limit", type=int, help="only N prompts, drawn at random with --seed")
     parser.add_argument("--constitution", type=Path, help="default: the packaged one")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=temperature,
@@ -188,8 +189,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     select = actions.add_parser(
         "select", help="SL-CAI, small-scale mode: samples under the constitution, best kept"
     )
-    select.add_argument("--policy", required=True)
-    select.add_argument("--samples", type=int, default=4)
+    select.add_argument(
+        "--model", required=True, help="the model that writes the samples: the policy, or a critic"
+    )
+    select.add_argument("--samples", type=int, default=4, help="samples per prompt")
+    select.add_argument(
+        "--decline", nargs=2, metavar=("REASON", "ALTERNATIVE"),
+        help="write harmful prompts' responses from these two openings, for example "
+        "\"I can't help with that, because it could\" \"Instead, I can\"",
+    )  # fmt: skip
     select.add_argument("--examples", type=int, default=4, help="examples shown as prior turns")
     _generation_arguments(select, temperature=0.8)
     select.set_defaults(func=cmd_select)
