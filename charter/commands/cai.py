@@ -23,7 +23,7 @@ CAI_CONTEXT = 2048
 
 
 def _generator(spec: str, args: argparse.Namespace):
-    from charter.infer.backends import generator_from_arguments
+    from charter.infer.spec import generator_from_arguments
 
     return generator_from_arguments(spec, args, CAI_CONTEXT)
 

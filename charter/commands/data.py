@@ -131,8 +131,8 @@ def cmd_fetch_chat(args: argparse.Namespace) -> None:
 def cmd_distill(args: argparse.Namespace) -> None:
     from charter.data.distill import distill
     from charter.data.sft import read_sft, write_sft
-    from charter.infer.backends import generator_from_arguments
     from charter.infer.generator import TurnOptions
+    from charter.infer.spec import generator_from_arguments
 
     records = list(read_sft(args.prompts))[: args.limit]
     exclude = list(read_sft(args.exclude)) if args.exclude else []
@@ -195,8 +195,8 @@ def cmd_judge_sources(args: argparse.Namespace) -> None:
 
 def cmd_judge_replies(args: argparse.Namespace) -> None:
     from charter.data.judge_replies import requests_to_answer, write_replies
-    from charter.infer.backends import generator_from_arguments
     from charter.infer.generator import TurnOptions
+    from charter.infer.spec import generator_from_arguments
 
     requests = requests_to_answer(args.requests, args.per_source, args.sources)
     generator = generator_from_arguments(args.model, args, max_len=2048)

@@ -15,7 +15,7 @@ def cmd_eval_sft(args: argparse.Namespace) -> None:
     from charter.data.sft import read_sft
     from charter.eval.sft_tasks import evaluate
     from charter.files import write_json
-    from charter.infer.backends import generator_from_arguments
+    from charter.infer.spec import generator_from_arguments
 
     records = list(read_sft(args.data))[: args.limit]
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.thinking]
@@ -47,7 +47,7 @@ STUDY_CONTEXT = 1024
 
 
 def _generator(spec: str, args: argparse.Namespace):
-    from charter.infer.backends import generator_from_arguments
+    from charter.infer.spec import generator_from_arguments
 
     return generator_from_arguments(spec, args, STUDY_CONTEXT)
 

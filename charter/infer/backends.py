@@ -222,20 +222,6 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def generator_from_arguments(spec: str, args: argparse.Namespace, max_len: int):
-    """The Generator for a model spec on a command's `add_engine_arguments` options, its engine
-    batching up to `args.batch_size` rows of `max_len` positions."""
-    from charter.infer.spec import load_generator
-
-    return load_generator(
-        spec,
-        max_batch_size=args.batch_size,
-        max_len=max_len,
-        backend=args.backend,
-        **engine_options(args),
-    )
-
-
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """`load_engine`'s keyword arguments from `add_engine_arguments`' options (the backend is
     `args.backend`, passed on its own)."""

@@ -117,3 +117,17 @@ def load_generator(
     generator = kind(spec.target, **kwargs)
     generator.name = name
     return generator
+
+
+def generator_from_arguments(spec: str, args: Any, max_len: int) -> Generator:
+    """The Generator for a model spec on a command's `backends.add_engine_arguments` options, its
+    engine batching up to `args.batch_size` rows of `max_len` positions."""
+    from charter.infer.backends import engine_options
+
+    return load_generator(
+        spec,
+        max_batch_size=args.batch_size,
+        max_len=max_len,
+        backend=args.backend,
+        **engine_options(args),
+    )
