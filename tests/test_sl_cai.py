@@ -264,12 +264,33 @@ def test_the_packaged_constitution_drives_a_real_chain_on_the_micro_model(
     rows = _read(out)
     names = set(load_constitution().names)
     assert len(rows) == 2 and all(r["policy_model"] == "micro" for r in rows)
-    # A random model rarely ends its turn within 8 tokens: either way the record says so.
+    # A random model rarely ends its turn within 8 tokens: a cut-off response is still revised.
     for row in rows:
-        if row["stopped"] == "cut off":  # the initial response: nothing to revise
-            assert row["final"] is None and row["rounds"] == []
-        else:
-            assert len(row["rounds"]) == 1 and row["rounds"][0]["principle"] in names
+        assert len(row["rounds"]) == 1 and row["rounds"][0]["principle"] in names
+        complete = row["rounds"][0]["unusable"] is None
+        assert row["final"] == (row["rounds"][0]["revision"] if complete else None) or (
+            not complete and not row["response_cut_off"] and row["final"] == row["response"]
+        )
+
+
+def test_a_cut_off_response_is_revised_but_never_a_target_itself(tokenizer, tmp_path):
+    def script(request):
+        asked = _last_user_text(request)
+        if asked.startswith("Critique under"):
+            return "A critique."
+        return REFUSAL if asked.startswith("Revise under") else (COMPLIANCE, "max_tokens")
+
+    generator = ScriptedGenerator(CharterFormat(tokenizer), script)
+    out = tmp_path / "chains.jsonl"
+    revise_chains(PROMPTS[:1], generator, generator, CONSTITUTION, out, ReviseSettings(rounds=1))
+    (row,) = _read(out)
+    assert row["response_cut_off"] and row["response"] == COMPLIANCE
+    assert row["final"] == REFUSAL
+    revise_chains(
+        PROMPTS[1:2], generator, generator, CONSTITUTION, out, ReviseSettings(rounds=0 + 1)
+    )
+    critique_request = generator.requests[1].conversation.messages
+    assert critique_request[-2].content[0].text == COMPLIANCE  # the cut-off response, criticised
 
 
 def test_cai_sft_and_report_commands_read_chain_files(tokenizer, tmp_path, capsys):

@@ -215,12 +215,15 @@ def revise_chains(
         turns = policy.generate(requests, progress=f"sl-cai responses, {step}", errors="return")
         live = []  # rows whose chain goes on
         for row, turn in zip(rows, turns, strict=True):
+            ending = _ending(turn)
             row["response"], row["rounds"] = getattr(turn, "text", "").strip(), []
-            row["final"], row["stopped"] = row["response"], _ending(turn)
-            if row["stopped"] is None:
+            # A cut-off response can still be revised; it is only no target itself.
+            row["final"] = row["response"] if ending is None else None
+            row["response_cut_off"], row["stopped"] = ending == CUT_OFF, None
+            if ending in (None, CUT_OFF):
                 live.append(row)
             else:
-                row["final"] = None  # no complete response to revise
+                row["stopped"] = ending
         for round_number in range(settings.rounds):
             live = _revision_round(
                 live, reviser, constitution, examples, settings, round_number, step
@@ -249,7 +252,7 @@ def _revision_round(
         )
         for row in rows
     ]
-    exchanges = [(row["prompt"], row["final"]) for row in rows]
+    exchanges = [(row["prompt"], _latest(row)) for row in rows]
     critiques = feedback.critique(
         reviser,
         exchanges,
@@ -286,6 +289,11 @@ def _revision_round(
         else:
             row["stopped"] = f"round {round_number + 1}: revision {ending}"
     return going_on
+
+
+def _latest(row: dict[str, Any]) -> str:
+    """The response the next round revises: the last complete one, else the (cut-off) first."""
+    return row["response"] if row["final"] is None else row["final"]
 
 
 # ---- select: sampling under the constitution, the scorer keeps the best ----
@@ -499,7 +507,7 @@ def round_report(rows: Sequence[dict[str, Any]], is_refusal: IsRefusal) -> list[
     """For revise chains of harmful prompts: the share of responses that decline after each
     round (round 0 is the initial response). A chain that ended early keeps its last complete
     response in the later rounds, as its `final` does."""
-    chains = [r for r in rows if r["mode"] == REVISE and r["harmful"] and r["final"] is not None]
+    chains = [r for r in rows if r["mode"] == REVISE and r["harmful"] and r["response"]]
     rounds = max((len(r["rounds"]) for r in chains), default=0)
     report = []
     for number in range(rounds + 1):
