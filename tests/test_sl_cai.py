@@ -286,9 +286,6 @@ def test_a_cut_off_response_is_revised_but_never_a_target_itself(tokenizer, tmp_
     (row,) = _read(out)
     assert row["response_cut_off"] and row["response"] == COMPLIANCE
     assert row["final"] == REFUSAL
-    revise_chains(
-        PROMPTS[1:2], generator, generator, CONSTITUTION, out, ReviseSettings(rounds=0 + 1)
-    )
     critique_request = generator.requests[1].conversation.messages
     assert critique_request[-2].content[0].text == COMPLIANCE  # the cut-off response, criticised
 

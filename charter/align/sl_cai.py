@@ -11,10 +11,12 @@ Two ways to make the targets, each a batch stage that writes one JSON line per p
   the latest response under a principle sampled for that round and rewrites it in the light of
   its critique (`feedback.critique`, `feedback.revise`, with the constitution's few-shot
   examples). The record keeps the whole chain — initial response, then (principle, critique,
-  revision) per round — and `final`, the last revision. A round whose revision is empty or cut
-  off at the token limit ends the chain there, and the round says why; `final` is then the
-  latest complete response. Principles are drawn from those of the prompt's category (when the
-  constitution has one) and the general ones, so a weapons request is not criticised for fraud.
+  revision) per round — and `final`, the last revision. An initial response cut off at the
+  token limit is still criticised and revised (it is only never a target itself). A round whose
+  revision is empty or cut off ends the chain there, and the round says why; `final` is then
+  the latest complete response, or null where there is none. Principles are drawn from those
+  of the prompt's category (when the constitution has one) and the general ones, so a weapons
+  request is not criticised for fraud.
 - **select** (the small-scale mode, context distillation with AI selection): a 135M reviser
   rewrites little and critiques badly, so instead a writer (the policy, or a stronger local
   critic) samples `samples` responses with the constitution as its system prompt and its
