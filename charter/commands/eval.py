@@ -41,9 +41,10 @@ def cmd_eval_sft(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=2))
 
 
-# KV-cache positions per row: the prompts are one short user turn (plus an imported model's
-# default system prompt) and replies are short, so the model's full context would waste memory.
-STUDY_CONTEXT = 1024
+# KV-cache positions per row: the prompts are one user turn (plus an imported model's default
+# system prompt) and replies are short, so the model's full context would waste memory. The
+# longest are HarmBench's contextual behaviours (995 SmolLM2 tokens), inside a jailbreak wrapper.
+STUDY_CONTEXT = 2048
 
 
 def _generator(spec: str, args: argparse.Namespace):
