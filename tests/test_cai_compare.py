@@ -11,13 +11,13 @@ from collections import Counter
 import pytest
 
 from charter.align.cai_compare import (
-    SKIPPED,
     CompareSettings,
     draws,
     label_pairs,
     read_preferences,
 )
 from charter.align.feedback import ANSWER_CUE, Comparison, Principle, compare
+from charter.align.generation_stage import ALREADY_DONE, CUT_OFF, DUPLICATE, EMPTY, TOO_LONG
 from charter.chat.format import CharterFormat
 from charter.infer.engine import MAX_TOKENS
 from tests.generator_helpers import ScriptedGenerator
@@ -176,7 +176,7 @@ def test_pairs_that_cannot_be_labelled_are_counted_by_reason(tokenizer, micro_ge
     policy = scripted_policy(tokenizer, replies)
     out = tmp_path / "pairs.jsonl"
     outcomes = label_pairs(prompts, policy, micro_generator, PRINCIPLES, out, SETTINGS)
-    assert outcomes == Counter(labelled=1, identical=1, max_tokens=2, empty=1, duplicate=1)
+    assert outcomes == Counter({"labelled": 1, "identical": 1, CUT_OFF: 2, EMPTY: 1, DUPLICATE: 1})
     assert sum(outcomes.values()) == len(prompts)
     assert [row["prompt"] for row in lines(out)] == ["Fine?"]
 
@@ -187,7 +187,7 @@ def test_prompts_longer_than_the_policys_context_are_counted_as_too_long(micro_g
     settings = CompareSettings(principles_per_pair=1, max_tokens=2)
     out = tmp_path / "pairs.jsonl"
     outcomes = label_pairs(prompts, micro_generator, micro_generator, PRINCIPLES, out, settings)
-    assert outcomes["too_long"] == 1 and sum(outcomes.values()) == 2
+    assert outcomes[TOO_LONG] == 1 and sum(outcomes.values()) == 2
     assert len(lines(out)) == outcomes["labelled"]
 
 
@@ -222,10 +222,10 @@ def test_a_resumed_run_writes_the_same_file_as_an_uninterrupted_one(
     assert [row["prompt"] for row in lines(resumed)] == ["A?"]  # the first batch survived
     kill.clear()
     outcomes = label_pairs(prompts, dying, micro_generator, PRINCIPLES, resumed, settings)
-    assert outcomes == Counter({SKIPPED: 1, "labelled": 3, "identical": 1})  # Same? redone
+    assert outcomes == Counter({ALREADY_DONE: 1, "labelled": 3, "identical": 1})  # Same? redone
     assert resumed.read_text() == whole.read_text()
     again = label_pairs(prompts, dying, micro_generator, PRINCIPLES, resumed, settings)
-    assert again == Counter({SKIPPED: 4, "identical": 1})
+    assert again == Counter({ALREADY_DONE: 4, "identical": 1})
     assert resumed.read_text() == whole.read_text()  # no duplicates
 
 
@@ -237,7 +237,7 @@ def test_a_torn_last_line_is_labelled_again(tokenizer, micro_generator, tmp_path
     whole = out.read_text()
     out.write_text(whole[: whole.rindex("\n", 0, -1) + 20])  # killed while writing C?'s row
     outcomes = label_pairs(prompts, policy, micro_generator, PRINCIPLES, out, SETTINGS)
-    assert outcomes == Counter({SKIPPED: 2, "labelled": 1})
+    assert outcomes == Counter({ALREADY_DONE: 2, "labelled": 1})
     assert out.read_text() == whole
 
 

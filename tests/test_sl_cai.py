@@ -251,7 +251,7 @@ def test_unusable_samples_are_never_selected(tokenizer, tmp_path):
 
 @pytest.mark.parametrize("field", ["rounds", "batch_size"])
 def test_settings_name_the_field_that_is_out_of_range(field):
-    with pytest.raises(ValueError, match=f"{field} must be ≥ 1, got 0"):
+    with pytest.raises(ValueError, match=f"{field}: must be an integer ≥ 1, got 0"):
         ReviseSettings(**{field: 0})
 
 

@@ -13,8 +13,8 @@ For each prompt:
   from `settings.seed` and the prompt's text, so the same prompt gets the same two samples on
   every run, whatever else is in the batch;
 - a pair is kept only if both replies ended their turn, neither is empty, and they differ; the
-  rest are counted by reason (a stop reason such as "max_tokens", "empty", "identical", and
-  "too_long" for prompts longer than the policy's context);
+  rest are counted by reason ("cut off", "empty", "identical", and "too long for the context"
+  for prompts longer than the policy's context: `generation_stage.unusable`);
 - `principles_per_pair` distinct principles are drawn for it (again from `settings.seed` and
   the prompt's text) and the feedback model's probabilities under them are averaged: an
   ensemble, so no single wording of a principle decides the label. Each question is asked in
@@ -52,11 +52,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from charter.align.feedback import Comparison, ComparisonResult, Principle, compare
+from charter.align.generation_stage import at_least, pending, unusable
 from charter.data.sft import jsonl_lines
 from charter.files import ResumableJsonl
-from charter.infer.generator import END_TURN, Generator, InvalidRequest, Turn, user_turn
+from charter.infer.generator import Generator, InvalidRequest, Turn, user_turn
 
-SKIPPED = "skipped (already in file)"
 COT_CLAMP = (0.4, 0.6)  # RL-CAI's bounds for chain-of-thought labels
 _SEEDS = 2**31  # sample seeds below this fit every backend's seed type
 
@@ -77,20 +77,18 @@ class CompareSettings:
     batch_size: int = 32  # prompts per step written to disk
 
     def __post_init__(self) -> None:
-        _at_least("principles_per_pair", self.principles_per_pair, 1)
+        at_least(self, principles_per_pair=1, max_tokens=1, votes=1, batch_size=1)
         # Greedy samples would be identical, and every pair dropped.
         if not self.temperature > 0:
             raise ValueError(
                 f"temperature: must be > 0 to sample two replies, got {self.temperature}"
             )
-        _at_least("max_tokens", self.max_tokens, 1)
         if self.method not in ("auto", "logprobs", "votes"):
             raise ValueError(f"method: must be auto, logprobs or votes, got {self.method!r}")
-        _at_least("votes", self.votes, 1)
         if not self.vote_temperature >= 0:
             raise ValueError(f"vote_temperature: must be ≥ 0, got {self.vote_temperature}")
         if self.reasoning_tokens is not None:
-            _at_least("reasoning_tokens", self.reasoning_tokens, 1)
+            at_least(self, reasoning_tokens=1)
         if self.clamp is not None:
             # Which sample is "A" is arbitrary, so a clamp must treat both sides alike.
             low, high = self.clamp
@@ -100,7 +98,6 @@ class CompareSettings:
                 )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed: must be an integer, got {self.seed!r}")
-        _at_least("batch_size", self.batch_size, 1)
 
     @property
     def label_clamp(self) -> tuple[float, float] | None:
@@ -108,11 +105,6 @@ class CompareSettings:
         if self.clamp is None and self.reasoning_tokens is not None:
             return COT_CLAMP
         return self.clamp
-
-
-def _at_least(field: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{field}: must be an integer ≥ {low}, got {value!r}")
 
 
 def draws(
@@ -136,21 +128,14 @@ def label_pairs(
     source: str = "cai-compare",
 ) -> Counter:
     """Label a pair of the policy's replies to each prompt not yet in `out` and append the rows
-    there; returns the count of prompts per outcome: "labelled", "skipped (already in file)",
-    "duplicate" (a repeat of an earlier prompt), and the reasons pairs were dropped."""
+    there; returns the count of prompts per outcome: "labelled", "already in the file",
+    "duplicate prompt" (a repeat of an earlier one), and the reasons pairs were dropped."""
     _check_principles(principles, settings.principles_per_pair)
-    outcomes: Counter = Counter()
-    unique: dict[str, None] = {}
     for number, prompt in enumerate(prompts, 1):
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompts: prompt {number} is not a non-empty string: {prompt!r}")
-        if prompt in unique:
-            outcomes["duplicate"] += 1
-        unique[prompt] = None
     written = ResumableJsonl(out)
-    done = written.keys("prompt")
-    todo = [p for p in unique if p not in done]
-    outcomes[SKIPPED] += len(unique) - len(todo)
+    todo, outcomes = pending(prompts, lambda prompt: prompt, written.keys("prompt"))
     # What every row says about how it was made.
     stamp: dict[str, Any] = {
         "feedback_model": feedback.name,
@@ -225,18 +210,12 @@ def _label_batch(
 
 
 def _drop_reason(pair: tuple[Turn | InvalidRequest, Turn | InvalidRequest]) -> str | None:
-    """Why a pair of samples cannot be labelled, or None where it can."""
+    """Why a pair of samples cannot be labelled, or None where it can: a sample is unusable
+    (a cut-off reply would be judged for being cut), or the two are the same."""
     for sample in pair:
-        if isinstance(sample, InvalidRequest):
-            if sample.field != "messages":  # not the context: a request we built wrongly
-                raise sample
-            return "too_long"
-    for sample in pair:
-        if sample.stop_reason != END_TURN:  # a cut-off reply would be judged for being cut
-            return sample.stop_reason
+        if reason := unusable(sample):
+            return reason
     first, second = (sample.text.strip() for sample in pair)
-    if not first or not second:
-        return "empty"
     return "identical" if first == second else None
 
 

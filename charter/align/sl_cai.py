@@ -46,7 +46,6 @@ measures how harmless the responses are after each round.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections import Counter
@@ -59,21 +58,13 @@ from charter import chat
 from charter.align import feedback
 from charter.align.constitution import Constitution
 from charter.align.feedback import Principle
+from charter.align.generation_stage import CUT_OFF, at_least, pending, prompt_seed, unusable
 from charter.data.prompt_sets import Prompt
 from charter.data.sft import SFTRecord
 from charter.files import ResumableJsonl
-from charter.infer.generator import (
-    END_TURN,
-    STOP_SEQUENCE,
-    Generator,
-    InvalidRequest,
-    TurnOptions,
-    TurnRequest,
-)
+from charter.infer.generator import END_TURN, STOP_SEQUENCE, Generator, TurnOptions, TurnRequest
 
 REVISE, SELECT = "revise", "select"
-CUT_OFF = "cut off"  # why a round, or a sample, was not kept
-EMPTY = "empty"
 
 # Text → is it a refusal? (`charter.eval.refusal.detect_refusal`, passed in by the caller.)
 IsRefusal = Callable[[str], bool]
@@ -90,7 +81,7 @@ class ReviseSettings:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        _at_least(self, rounds=1, max_tokens=1, critique_tokens=1, examples=0, batch_size=1)
+        at_least(self, rounds=1, max_tokens=1, critique_tokens=1, examples=0, batch_size=1)
 
 
 @dataclass(frozen=True)
@@ -106,19 +97,7 @@ class SelectSettings:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        _at_least(self, samples=1, max_tokens=1, examples=0, batch_size=1)
-
-
-def _at_least(settings: Any, **minimums: int) -> None:
-    for name, minimum in minimums.items():
-        if getattr(settings, name) < minimum:
-            raise ValueError(f"{name} must be ≥ {minimum}, got {getattr(settings, name)}")
-
-
-def prompt_seed(seed: int, prompt: str) -> int:
-    """A seed of this prompt's own, the same in every run and process."""
-    digest = hashlib.sha256(f"{seed}:{prompt}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")
+        at_least(self, samples=1, max_tokens=1, examples=0, batch_size=1)
 
 
 # The judge's harm categories (charter.data.judge_sources.CATEGORIES, "none" aside): principles of
@@ -140,19 +119,6 @@ def principle_pool(constitution: Constitution, category: str) -> list[Principle]
     return own + [p for p in constitution.principles if p.category not in HARM_DOMAINS]
 
 
-def _pending(prompts: Sequence[Prompt], out: ResumableJsonl) -> tuple[list[Prompt], Counter]:
-    """The prompts still to do, each once, and the count of those skipped."""
-    done, pending, outcomes = out.keys("prompt"), {}, Counter()
-    for prompt in prompts:
-        if prompt.text in done:
-            outcomes["already in the file"] += 1
-        elif prompt.text in pending:
-            outcomes["duplicate prompt"] += 1
-        else:
-            pending[prompt.text] = prompt
-    return list(pending.values()), outcomes
-
-
 def _batches(items: list[Prompt], size: int) -> Iterator[tuple[str, list[Prompt]]]:
     """("batch i/n", its prompts) for each batch: the label names the batch on progress bars."""
     count = -(-len(items) // size)
@@ -171,17 +137,6 @@ def _record(prompt: Prompt, mode: str) -> dict[str, Any]:
     }
 
 
-def _ending(turn: Any) -> str | None:
-    """Why a generated turn cannot be used, or None when it can."""
-    if isinstance(turn, InvalidRequest):
-        if turn.field != "messages":
-            raise turn
-        return "too long for the context"
-    if turn.stop_reason != END_TURN:
-        return CUT_OFF
-    return EMPTY if not turn.text.strip() else None
-
-
 # ---- revise: the paper's critique → revision chains ----
 
 
@@ -196,9 +151,9 @@ def revise_chains(
     """Critique → revision chains for `prompts`, appended to `out` (the module's docstring);
     returns the count of prompts per outcome."""
     file = ResumableJsonl(out)
-    pending, outcomes = _pending(prompts, file)
+    todo, outcomes = pending(prompts, lambda p: p.text, file.keys("prompt"))
     examples = constitution.examples[: settings.examples]
-    for step, batch in _batches(pending, settings.batch_size):
+    for step, batch in _batches(todo, settings.batch_size):
         rows = [
             {**_record(p, REVISE), "policy_model": policy.name, "reviser_model": reviser.name}
             for p in batch
@@ -217,7 +172,7 @@ def revise_chains(
         turns = policy.generate(requests, progress=f"sl-cai responses, {step}", errors="return")
         live = []  # rows whose chain goes on
         for row, turn in zip(rows, turns, strict=True):
-            ending = _ending(turn)
+            ending = unusable(turn)
             row["response"], row["rounds"] = getattr(turn, "text", "").strip(), []
             # A cut-off response can still be revised; it is only no target itself.
             row["final"] = row["response"] if ending is None else None
@@ -275,7 +230,7 @@ def _revision_round(
     )
     going_on = []
     for row, principle, text, turn in zip(rows, principles, critiques, revisions, strict=True):
-        ending = _ending(turn)
+        ending = unusable(turn)
         revision = getattr(turn, "text", "").strip()
         row["rounds"].append(
             {
@@ -339,9 +294,9 @@ def select_responses(
     `settings.decline`, a harmful prompt's two-step decline — appended to `out` (the module's
     docstring); returns the count of prompts per outcome."""
     file = ResumableJsonl(out)
-    pending, outcomes = _pending(prompts, file)
+    todo, outcomes = pending(prompts, lambda p: p.text, file.keys("prompt"))
     stamp = {"model": writer.name, "scorer": scorer}
-    for step, batch in _batches(pending, settings.batch_size):
+    for step, batch in _batches(todo, settings.batch_size):
         declined = [p for p in batch if settings.decline and p.harmful]
         sampled = [p for p in batch if p not in declined]
         rows = _sampled(sampled, writer, constitution, is_refusal, settings, step)
@@ -380,7 +335,7 @@ def _sampled(
     for number, prompt in enumerate(prompts):
         candidates = []
         for turn in turns[number * settings.samples : (number + 1) * settings.samples]:
-            text, ending = getattr(turn, "text", "").strip(), _ending(turn)
+            text, ending = getattr(turn, "text", "").strip(), unusable(turn)
             keep = ending is None and acceptable(prompt, text, is_refusal)
             candidates.append({"text": text, "unusable": ending, "acceptable": keep})
         chosen = next((i for i, c in enumerate(candidates) if c["acceptable"]), None)
@@ -448,7 +403,7 @@ def _declined(
         else:
             turn = alternative[prompt.text]
             offered = f"{alternative_opening}{getattr(turn, 'text', '')}".strip()
-            dropped = _ending(turn) or (
+            dropped = unusable(turn) or (
                 "loops" if repetitive(offered) else "echoes the request"
                 if echoes(prompt.text, offered) else None
             )  # fmt: skip
