@@ -316,6 +316,7 @@ def _sampled(
     settings: SelectSettings,
     step: str,
 ) -> list[dict[str, Any]]:
+    """`samples` responses per prompt under the constitution; the first acceptable is final."""
     if not prompts:
         return []
     requests = [
