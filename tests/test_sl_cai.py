@@ -305,3 +305,19 @@ def test_cai_sft_and_report_commands_read_chain_files(tokenizer, tmp_path, capsy
     report = json.loads(capsys.readouterr().out)
     # The scripted refusal opens with "I can't help with that": the patterns call it declined.
     assert [r["declined"] for r in report["rounds"]] == [0, 3]
+
+
+def test_max_harmful_keeps_a_seeded_share_of_the_declines_and_every_answer():
+    rows = [
+        {"prompt": f"harmful {i}", "final": REFUSAL, "harmful": True, "mode": "select",
+         "set": "advbench", "licence": "MIT"}
+        for i in range(5)
+    ] + [{"prompt": "2 + 2?", "final": "4", "harmful": False, "mode": "select", "set": "qa",
+          "licence": "MIT"}, {"prompt": "x", "final": None, "harmful": True}]  # fmt: skip
+    records, outcomes = sft_records(rows, max_harmful=2, seed=3)
+    assert outcomes == {"kept": 3, "beyond max_harmful": 3, "no final": 1}
+    asked = [r.conversation.messages[0].content[0].text for r in records]
+    assert "2 + 2?" in asked and sum(a.startswith("harmful") for a in asked) == 2
+    again, _ = sft_records(rows, max_harmful=2, seed=3)
+    assert [r.conversation.messages[0].content[0].text for r in again] == asked
+    assert sft_records(rows)[1] == {"kept": 6, "no final": 1}

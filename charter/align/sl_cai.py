@@ -444,21 +444,30 @@ def _with_opening(conversation: chat.Conversation, opening: str | None) -> chat.
 # ---- the outputs: SFT demonstrations and per-round harmlessness ----
 
 
-def sft_records(rows: Sequence[dict[str, Any]]) -> tuple[list[SFTRecord], Counter]:
+def sft_records(
+    rows: Sequence[dict[str, Any]], max_harmful: int | None = None, seed: int = 0
+) -> tuple[list[SFTRecord], Counter]:
     """Each row's prompt → final as a demonstration (no system prompt: the behaviour is to be
-    the model's own), and the count of rows per outcome ("kept", "no final")."""
-    records, outcomes = [], Counter()
-    for row in rows:
-        if row.get("final") is None:
-            outcomes["no final"] += 1
-            continue
+    the model's own), and the count of rows per outcome ("kept", "no final", "beyond
+    max_harmful"). With `max_harmful`, at most that many harmful prompts' targets are kept,
+    drawn at random with `seed`: declines that outnumber the answers teach declining anything
+    that sounds risky (docs/cai.md)."""
+    with_final = [row for row in rows if row.get("final") is not None]
+    outcomes = Counter({"no final": len(rows) - len(with_final)})
+    harmful = [i for i, row in enumerate(with_final) if row["harmful"]]
+    if max_harmful is not None and len(harmful) > max_harmful:
+        left_out = set(harmful) - set(random.Random(seed).sample(harmful, max_harmful))
+        outcomes["beyond max_harmful"] = len(left_out)
+        with_final = [row for i, row in enumerate(with_final) if i not in left_out]
+    records = []
+    for row in with_final:
         conversation = chat.Conversation(
             [_message("user", row["prompt"]), _message("assistant", row["final"])]
         )
         source = f"sl-cai-{row['mode']}:{row['set']}"
         records.append(SFTRecord(conversation, source=source, licence=row["licence"]))
-        outcomes["kept"] += 1
-    return records, outcomes
+    outcomes["kept"] = len(records)
+    return records, +outcomes
 
 
 def round_report(rows: Sequence[dict[str, Any]], is_refusal: IsRefusal) -> list[dict[str, Any]]:

@@ -110,7 +110,7 @@ def cmd_sft(args: argparse.Namespace) -> None:
     from charter.align.sl_cai import sft_records
     from charter.data.sft import write_sft
 
-    records, outcomes = sft_records(_rows(args.chains))
+    records, outcomes = sft_records(_rows(args.chains), args.max_harmful, args.seed)
     write_sft(records, args.out)
     _report(outcomes, args.out)
 
@@ -205,6 +205,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     sft = actions.add_parser("sft", help="SFT JSONL (prompt → final) from revise/select files")
     sft.add_argument("chains", nargs="+", type=Path)
     sft.add_argument("--out", required=True, type=Path)
+    sft.add_argument("--max-harmful", type=int,
+                     help="keep at most N harmful prompts' targets, drawn with --seed")  # fmt: skip
+    sft.add_argument("--seed", type=int, default=0)
     sft.set_defaults(func=cmd_sft)
 
     report = actions.add_parser("report", help="share of harmful prompts declined per round")
