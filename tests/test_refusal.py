@@ -558,3 +558,11 @@ def test_the_real_wheels_hold_the_expected_sets(tmp_path):
         ("harmbench", "MIT"),
         ("advbench", "MIT"),
     }
+
+
+def test_is_refusal_is_the_detectors_label_as_a_yes_or_no():
+    from charter.eval.refusal import is_refusal
+
+    assert is_refusal("I'm sorry, but I can't help with that.") is True
+    assert is_refusal("") is True  # an empty reply gives the user nothing
+    assert is_refusal("Use `kill -9 PID` to end the process.") is False

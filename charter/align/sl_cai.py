@@ -386,16 +386,16 @@ def _declined(
     for prompt, turn in zip(prompts, reasons, strict=True):
         if getattr(turn, "stop_reason", None) in (END_TURN, STOP_SEQUENCE) and turn.text.strip():
             declines[prompt.text] = f"{reason_opening}{turn.text.rstrip(' .')}."
+    reasoned = [p for p in prompts if p.text in declines]
     alternatives = writer.generate(
         [
             request(p, f"{declines[p.text]} {alternative_opening}", ALTERNATIVE_TOKENS, [])
-            for p in prompts
-            if p.text in declines
+            for p in reasoned
         ],
         progress=f"sl-cai alternatives, {step}",
         errors="return",
     )
-    alternative = dict(zip([p.text for p in prompts if p.text in declines], alternatives))
+    alternative = dict(zip([p.text for p in reasoned], alternatives, strict=True))
     rows = []
     for prompt in prompts:
         row = {**_record(prompt, SELECT), "openings": list(settings.decline), "final": None}

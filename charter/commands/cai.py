@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 # Positions of KV cache per row: few-shot examples, a response, a critique and a revision.
@@ -26,6 +27,17 @@ def _generator(spec: str, args: argparse.Namespace):
     from charter.infer.spec import generator_from_arguments
 
     return generator_from_arguments(spec, args, CAI_CONTEXT)
+
+
+@contextmanager
+def _second(spec: str | None, first, first_spec: str, args: argparse.Namespace):
+    """The generator for `spec`, or `first` itself where `spec` is None or names the same model
+    (so one model plays both parts without being loaded twice)."""
+    if spec in (None, first_spec):
+        yield first
+    else:
+        with _generator(spec, args) as second:
+            yield second
 
 
 def _prompts(args: argparse.Namespace):
@@ -64,19 +76,18 @@ def cmd_revise(args: argparse.Namespace) -> None:
     )
     constitution = load_constitution(args.constitution)
     prompts = _prompts(args)
-    with _generator(args.policy, args) as policy:
-        if args.reviser in (None, args.policy):
-            outcomes = revise_chains(prompts, policy, policy, constitution, args.out, settings)
-        else:
-            with _generator(args.reviser, args) as reviser:
-                outcomes = revise_chains(prompts, policy, reviser, constitution, args.out, settings)
+    with (
+        _generator(args.policy, args) as policy,
+        _second(args.reviser, policy, args.policy, args) as reviser,
+    ):
+        outcomes = revise_chains(prompts, policy, reviser, constitution, args.out, settings)
     _report(outcomes, args.out)
 
 
 def cmd_select(args: argparse.Namespace) -> None:
     from charter.align.constitution import load_constitution
     from charter.align.sl_cai import SelectSettings, select_responses
-    from charter.eval.refusal import REFUSED, detect_refusal
+    from charter.eval.refusal import is_refusal
 
     settings = SelectSettings(
         samples=args.samples,
@@ -93,7 +104,7 @@ def cmd_select(args: argparse.Namespace) -> None:
             _prompts(args),
             writer,
             constitution,
-            lambda text: detect_refusal(text).label == REFUSED,
+            is_refusal,
             args.out,
             settings,
         )
@@ -117,9 +128,9 @@ def cmd_sft(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from charter.align.sl_cai import round_report
-    from charter.eval.refusal import REFUSED, detect_refusal
+    from charter.eval.refusal import is_refusal
 
-    report = round_report(_rows(args.chains), lambda t: detect_refusal(t).label == REFUSED)
+    report = round_report(_rows(args.chains), is_refusal)
     print(json.dumps({"detector": "refusal patterns", "rounds": report}, indent=1))
 
 
@@ -139,12 +150,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
     )
     principles = load_constitution(args.constitution).principles
     prompts = [p.text for p in _prompts(args)]
-    with _generator(args.policy, args) as policy:
-        if args.feedback in (None, args.policy):
-            outcomes = label_pairs(prompts, policy, policy, principles, args.out, settings)
-        else:
-            with _generator(args.feedback, args) as judge:
-                outcomes = label_pairs(prompts, policy, judge, principles, args.out, settings)
+    with (
+        _generator(args.policy, args) as policy,
+        _second(args.feedback, policy, args.policy, args) as judge,
+    ):
+        outcomes = label_pairs(prompts, policy, judge, principles, args.out, settings)
     _report(outcomes, args.out)
 
 

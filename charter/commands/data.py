@@ -174,12 +174,12 @@ def cmd_sft_check(args: argparse.Namespace) -> None:
 def cmd_judge_sources(args: argparse.Namespace) -> None:
     from charter.data import judge_data
     from charter.eval.benign_qa import benign_qa_records
-    from charter.eval.refusal import REFUSED, detect_refusal
+    from charter.eval.refusal import is_refusal
 
     inputs = judge_data.JudgeInputs(
         args.cache,
         benign_qa_records(),
-        lambda text: detect_refusal(text).label == REFUSED,
+        is_refusal,
         args.hh,
         args.xstest,
         args.refusal_labels,

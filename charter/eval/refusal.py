@@ -124,6 +124,11 @@ def detect_refusal(response: str) -> Verdict:
     return Verdict(COMPLIED, "no refusal phrase in the opening")
 
 
+def is_refusal(response: str) -> bool:
+    """`detect_refusal`'s label as a yes or no, for stages that only filter or count."""
+    return detect_refusal(response).label == REFUSED
+
+
 # A batch of (prompt, reply) pairs → verdicts.
 Detect = Callable[[list[tuple[str, str]]], list[Verdict]]
 
