@@ -29,6 +29,17 @@ def write_json(path: str | Path, value: Any) -> None:
     Path(path).write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """`rows` one JSON object per line, written to a temporary file and renamed into place, so a
+    reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -1,7 +1,7 @@
 """RL-CAI preference labels: the rows and their soft labels (scripted policy samples judged by a
 micro model's option log-probabilities), which pairs are dropped and why, resuming, the votes
-and chain-of-thought paths (a scripted feedback model that cannot score), and reading the file
-back."""
+and chain-of-thought paths (a scripted feedback model that cannot score), and the file read back
+(test_preferences.py tests the reader itself)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from charter.align.cai_compare import (
     CompareSettings,
     draws,
     label_pairs,
-    read_preferences,
 )
 from charter.align.feedback import ANSWER_CUE, Comparison, Principle, compare
 from charter.align.generation_stage import ALREADY_DONE, CUT_OFF, DUPLICATE, EMPTY, TOO_LONG
 from charter.chat.format import CharterFormat
+from charter.data.preferences import read_preferences
 from charter.infer.engine import MAX_TOKENS
 from tests.generator_helpers import ScriptedGenerator
 
@@ -112,7 +112,7 @@ def test_rows_have_the_schema_and_label_the_reply_the_ensemble_prefers(
         )
         assert again.p_a == pytest.approx(row["p_chosen"], abs=1e-6)
         assert again.per_principle == pytest.approx(row["per_principle"], abs=1e-6)
-    assert read_preferences(out) == rows
+    assert [p.row for p in read_preferences(out)] == rows
 
 
 def test_which_sample_came_first_does_not_change_the_label(tokenizer, micro_generator, tmp_path):
@@ -314,45 +314,6 @@ def test_chain_of_thought_clamps_the_label_to_rl_cais_bounds(tokenizer, tmp_path
 def test_settings_errors_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field}: "):
         CompareSettings(**{field: value})
-
-
-# ---- reading preference files ----
-
-
-def test_read_preferences_reads_human_and_ai_pairs(tmp_path):
-    path = tmp_path / "prefs.jsonl"
-    human = {"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away.", "p_chosen": 1}
-    human |= {"feedback_model": "", "source": "hh-rlhf"}
-    ai = human | {"p_chosen": 0.75, "principles": ["kind"], "feedback_model": "micro"}
-    path.write_text(f"{json.dumps(human)}\n\n{json.dumps(ai)}\n")
-    assert read_preferences(path) == [human, ai]
-
-
-GOOD_ROW = {"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go.", "p_chosen": 0.7}
-GOOD_ROW["feedback_model"] = "micro"
-
-
-@pytest.mark.parametrize(
-    "change, field",
-    [
-        ({"prompt": None}, "prompt"),
-        ({"chosen": "  "}, "chosen"),
-        ({"rejected": 3}, "rejected"),
-        ({"p_chosen": 1.5}, "p_chosen"),
-        ({"p_chosen": "0.7"}, "p_chosen"),
-        ({"p_chosen": True}, "p_chosen"),
-        ({"feedback_model": None}, "feedback_model"),
-        ({"principles": "kind"}, "principles"),
-    ],
-)
-def test_read_preferences_errors_name_file_line_and_field(tmp_path, change, field):
-    path = tmp_path / "prefs.jsonl"
-    path.write_text(f"{json.dumps(GOOD_ROW)}\n{json.dumps(GOOD_ROW | change)}\n")
-    with pytest.raises(ValueError, match=f"^{path}:2: {field}: "):
-        read_preferences(path)
-    path.write_text("[1, 2]\n")
-    with pytest.raises(ValueError, match=f"^{path}:1: expected a JSON object"):
-        read_preferences(path)
 
 
 def test_prompts_must_be_non_empty_strings(tokenizer, micro_generator, tmp_path):

@@ -37,8 +37,8 @@ are seeded, so they drop again, at the cost of sampling them once more. Logprob 
 depend on the batch; vote seeds follow a pair's place in its `compare` call, so on a generator
 that honours seeds a resumed run's votes may differ from an uninterrupted run's.
 
-`read_preferences` reads such a file back (or any preference JSONL of the same schema, human
-pairs included) for the reward-model stage, with errors naming file, line and field.
+`charter.data.preferences.read_preferences` reads such a file back for the reward model and
+DPO, human pairs (`charter data hh-preferences`) included.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ from typing import Any, Literal
 
 from charter.align.feedback import Comparison, ComparisonResult, Principle, compare
 from charter.align.generation_stage import at_least, pending, unusable
-from charter.data.sft import jsonl_lines
 from charter.files import ResumableJsonl
 from charter.infer.generator import Generator, InvalidRequest, Turn, user_turn
 
@@ -236,33 +235,3 @@ def _row(comparison: Comparison, result: ComparisonResult) -> dict[str, Any]:
         "method": result.method,
         "unparsed_votes": result.unparsed_votes,
     }
-
-
-# ---- reading preference files ----
-
-_TEXTS = ("prompt", "chosen", "rejected")
-
-
-def read_preferences(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a preference JSONL file, each checked: non-empty strings `prompt`, `chosen`
-    and `rejected`, a number `p_chosen` in [0, 1], a string `feedback_model`, and, where
-    present, `principles` as a list of strings. Errors name `file:line: field`."""
-    rows = []
-    for where, row in jsonl_lines(path):
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        for field in _TEXTS:
-            if not isinstance(row.get(field), str) or not row[field].strip():
-                raise ValueError(f"{where}: {field}: expected a non-empty string")
-        p = row.get("p_chosen")
-        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
-            raise ValueError(f"{where}: p_chosen: expected a number in [0, 1], got {p!r}")
-        if not isinstance(row.get("feedback_model"), str):
-            raise ValueError(f"{where}: feedback_model: expected a string")
-        names = row.get("principles")
-        if names is not None and not (
-            isinstance(names, list) and all(isinstance(n, str) for n in names)
-        ):
-            raise ValueError(f"{where}: principles: expected a list of strings")
-        rows.append(row)
-    return rows

@@ -112,6 +112,16 @@ def cmd_import_hh(args: argparse.Namespace) -> None:
     print(f"{len(records)} conversations ({len(problems)} left out) -> {args.out}")
 
 
+def cmd_hh_preferences(args: argparse.Namespace) -> None:
+    from charter.data.preferences import write_hh_preferences
+
+    report = write_hh_preferences(args.input, args.out)
+    for reason, count in report["dropped"].items():
+        log(f"left out: {count} pairs ({reason})")
+    pairs, files = report["pairs"], report["files"]
+    print(", ".join(f"{pairs[split]} {split} pairs -> {files[split]}" for split in pairs))
+
+
 def cmd_fetch_chat(args: argparse.Namespace) -> None:
     from charter.data.conversation_sources import RECIPES
     from charter.data.recipes import RecipeError
@@ -303,6 +313,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     hh.add_argument("--out", required=True, type=Path)
     hh.add_argument("--field", choices=["chosen", "rejected"], default="chosen")
     hh.set_defaults(func=cmd_import_hh)
+
+    prefs = data.add_parser(
+        "hh-preferences",
+        help="HH-RLHF comparisons to preference JSONL, split as the judge's data (reward model)",
+    )
+    prefs.add_argument(
+        "input",
+        type=Path,
+        nargs="?",
+        default=Path("../shared/data/hh-rlhf-harmless-base-test.jsonl.gz"),
+    )
+    prefs.add_argument("--out", required=True, type=Path, help="writes hh-train/hh-heldout.jsonl")
+    prefs.set_defaults(func=cmd_hh_preferences)
 
     fetch_chat = data.add_parser(
         "fetch-chat",
