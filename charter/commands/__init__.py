@@ -19,6 +19,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "sft": ("sft", "supervised fine-tuning on demonstrations"),
     "judge": ("judge", "train and run the safety judge"),
     "cai": ("cai", "Constitutional AI: prompts, SL-CAI revisions and RL-CAI preference labels"),
+    "dpo": ("dpo", "Direct Preference Optimization of a policy on preference pairs"),
     "rm": ("rm", "train a Bradley–Terry reward model on preference pairs and score conversations"),
     "eval": ("eval", "evaluate models"),
     "generate": ("generate", "one assistant turn (prints only the completion)"),
