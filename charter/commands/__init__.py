@@ -21,6 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "cai": ("cai", "Constitutional AI: prompts, SL-CAI revisions and RL-CAI preference labels"),
     "dpo": ("dpo", "Direct Preference Optimization of a policy on preference pairs"),
     "rm": ("rm", "train a Bradley–Terry reward model on preference pairs and score conversations"),
+    "ppo": ("ppo", "PPO with a KL penalty to a frozen reference, against a reward model"),
     "eval": ("eval", "evaluate models"),
     "generate": ("generate", "one assistant turn (prints only the completion)"),
     "chat": ("chat", "chat with a model in the terminal"),

@@ -84,6 +84,7 @@ class Completion:
     stop_reason: str
     stop_sequence: str | None
     prompt_tokens: int
+    end_token_id: int | None = None  # the end-of-turn token sampled (not in token_ids)
 
 
 @dataclass
@@ -198,7 +199,7 @@ class Engine:
             logits = process(request.generated, logits)
         token = sample_next_token(logits, params, row.generator)
         if token in self.eos_token_ids:
-            return self._finish(row, END_TURN)
+            return self._finish(row, END_TURN, token)
         request.generated.append(token)
         delta = row.stream.push(token)
         if delta and request.on_text:
@@ -210,7 +211,7 @@ class Engine:
         elif len(request.prompt_ids) + len(request.generated) >= self.max_len:  # window full
             self._finish(row, CONTEXT_WINDOW)
 
-    def _finish(self, row: _Row, reason: str) -> None:
+    def _finish(self, row: _Row, reason: str, end_token_id: int | None = None) -> None:
         tail = row.stream.finish()
         if tail and row.request.on_text:
             row.request.on_text(tail)
@@ -221,6 +222,7 @@ class Engine:
             stop_reason=reason,
             stop_sequence=row.stream.stop_sequence,
             prompt_tokens=len(request.prompt_ids),
+            end_token_id=end_token_id,
         )
 
     def _drop_cancelled(self) -> None:

@@ -309,7 +309,7 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
-        with _StopRequest() as stop:
+        with StopRequest() as stop:
             while self.steps_done < config.steps:
                 row = self.step()
                 step = self.steps_done
@@ -395,14 +395,14 @@ def train_and_report(
     return result
 
 
-class _StopRequest:
+class StopRequest:
     """First Ctrl-C (SIGINT) or SIGTERM: finish the current step, save, stop. A second Ctrl-C
     interrupts at once."""
 
     def __init__(self) -> None:
         self.requested = False
 
-    def __enter__(self) -> _StopRequest:
+    def __enter__(self) -> StopRequest:
         self._previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in self._previous:
             signal.signal(s, self._handle)
