@@ -24,7 +24,7 @@ from charter.model import Transformer
 from charter.train.distributed import init_distributed
 from charter.train.judge import judge_pad_token_id
 from charter.train.loop import TrainConfig, train
-from charter.train.pairs import collate_pairs
+from charter.train.pairs import collate_pairs, preference_accuracy
 from charter.train.reward import (
     REWARD_DEFAULTS,
     RewardModel,
@@ -33,7 +33,6 @@ from charter.train.reward import (
     bradley_terry_loss,
     mixture_draw,
     pair_rewards,
-    preference_accuracy,
     read_pair_file,
     sequence_rewards,
     train_reward_model,

@@ -68,6 +68,20 @@ def init_distributed() -> Distributed:
     return Distributed(rank, world_size, device)
 
 
+def gather_dicts(*mine: dict) -> tuple[dict, ...]:
+    """Each of `mine` (dicts keyed by row) merged with every other rank's: what a task scored of
+    its share of the held-out rows, made whole for the metrics. Tasks hold no `Distributed`, so
+    this reads the process group itself; without one it returns `mine`."""
+    if not dist.is_initialized():
+        return mine
+    shares: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(shares, mine)
+    return tuple(
+        {key: value for share in shares for key, value in share[i].items()}
+        for i in range(len(mine))
+    )
+
+
 def _default_device(local_rank: int) -> torch.device:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)

@@ -60,11 +60,18 @@ from charter.data.preferences import read_preferences
 from charter.data.shards import file_sha256
 from charter.files import resolve_directory
 from charter.train.batching import freeze_lower_layers, length_bucketed_batch
-from charter.train.distributed import Distributed, init_distributed
-from charter.train.judge import pair_agreement, spread
+from charter.train.distributed import Distributed, gather_dicts, init_distributed
+from charter.train.judge import spread
 from charter.train.lm import LanguageModelTask
 from charter.train.loop import MODEL, Models, TrainConfig, autocast_dtype, train_and_report
-from charter.train.pairs import PairBatch, PairExample, collate_pairs, render_pairs, reply_logprobs
+from charter.train.pairs import (
+    PairBatch,
+    PairExample,
+    collate_pairs,
+    preference_accuracy,
+    render_pairs,
+    reply_logprobs,
+)
 from charter.train.settings import fill
 
 REFERENCE_FILE = "reference_logprobs.pt"
@@ -227,10 +234,9 @@ def heldout_metrics(scored: Sequence[tuple[float, float, float]]) -> dict[str, f
         "chosen_reward": float(chosen.mean()),
         "rejected_reward": float(rejected.mean()),
     }
-    preferred = p != 0.5
-    if preferred.any():
-        agreeing = np.where(p[preferred] > 0.5, margin[preferred], -margin[preferred])
-        metrics["accuracy"] = pair_agreement(agreeing.tolist())
+    accuracy = preference_accuracy(list(zip(margin.tolist(), p.tolist())))
+    if accuracy is not None:
+        metrics["accuracy"] = accuracy
     return metrics
 
 
@@ -299,11 +305,7 @@ class DPOTask(LanguageModelTask):
         return dpo_loss(chosen - rejected, pairs.p_chosen)
 
     def eval_metrics(self, mean_loss: float) -> dict[str, float]:
-        scored = dict(self._heldout_scored)
-        if torch.distributed.is_initialized():  # every rank scored its share
-            shares: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(shares, scored)
-            scored = {i: row for share in shares for i, row in share.items()}
+        (scored,) = gather_dicts(self._heldout_scored)  # every rank scored its share
         if not scored:
             return {}
         metrics = heldout_metrics([scored[i] for i in sorted(scored)])

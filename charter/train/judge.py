@@ -56,7 +56,7 @@ from charter.files import read_json, write_json
 from charter.heads import ScoreModel
 from charter.tokenizer import ENDOFTEXT, Tokenizer
 from charter.train.batching import freeze_lower_layers, length_bucketed_batch
-from charter.train.distributed import init_distributed
+from charter.train.distributed import gather_dicts, init_distributed
 from charter.train.loop import MODEL, Models, TrainConfig, train_and_report
 from charter.train.settings import fill
 
@@ -449,12 +449,8 @@ class JudgeTask:
         return judge_loss(logits, batch)
 
     def eval_metrics(self, mean_loss: float) -> dict[str, float]:
-        logits, margins = dict(self._heldout_logits), dict(self._heldout_margins)
-        if torch.distributed.is_initialized():  # every rank scored its share
-            shares: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(shares, (logits, margins))
-            logits = {i: row for share, _ in shares for i, row in share.items()}
-            margins = {i: m for _, share in shares for i, m in share.items()}
+        # every rank scored its share
+        logits, margins = gather_dicts(self._heldout_logits, self._heldout_margins)
         rows = sorted(logits)
         metrics = head_metrics(np.stack([logits[i] for i in rows]), [self.heldout[i] for i in rows])
         if margins:

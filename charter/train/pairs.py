@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -114,3 +115,12 @@ def reply_logprobs(logits: Tensor, batch: PairBatch) -> Tensor:
     targets = batch.input_ids[:, 1:]  # (2B, T-1)
     picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (2B, T-1)
     return (picked * batch.reply_mask[:, 1:]).sum(-1)  # (2B,)
+
+
+def preference_accuracy(pairs: Sequence[tuple[float, float]]) -> float | None:
+    """The share of (r_chosen − r_rejected, p_chosen) pairs, those with p ≠ 0.5, where the
+    difference's sign agrees with p > 0.5 (a zero difference counts half); None without any."""
+    scores = [
+        0.5 if delta == 0 else float((delta > 0) == (p > 0.5)) for delta, p in pairs if p != 0.5
+    ]
+    return float(np.mean(scores)) if scores else None

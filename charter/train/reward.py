@@ -72,10 +72,16 @@ from charter.files import read_json, resolve_directory, write_json
 from charter.heads import ScoreModel
 from charter.tokenizer import Tokenizer
 from charter.train.batching import freeze_lower_layers
-from charter.train.distributed import init_distributed
+from charter.train.distributed import gather_dicts, init_distributed
 from charter.train.judge import judge_pad_token_id, read_input, spread
 from charter.train.loop import MODEL, Models, TrainConfig, train_and_report
-from charter.train.pairs import PairBatch, PairExample, collate_pairs, render_pairs
+from charter.train.pairs import (
+    PairBatch,
+    PairExample,
+    collate_pairs,
+    preference_accuracy,
+    render_pairs,
+)
 from charter.train.settings import fill
 
 LABEL = "reward"  # config.json's id2label of the one output
@@ -225,11 +231,7 @@ class RewardTask:
         return bradley_terry_loss(chosen, rejected, batch.p_chosen, self.settings.margin)
 
     def eval_metrics(self, mean_loss: float) -> dict[str, float]:
-        differences = dict(self._differences)
-        if torch.distributed.is_initialized():  # every rank scored its share
-            shares: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(shares, differences)
-            differences = {i: d for share in shares for i, d in share.items()}
+        (differences,) = gather_dicts(self._differences)  # every rank scored its share
         metrics = {}
         for f, name in enumerate(self.heldout_names):
             rows = [i for i in differences if self.heldout_file[i] == f]
@@ -252,15 +254,6 @@ class RewardTask:
 
     def read_checkpoint(self, directory: Path) -> dict[str, Tensor]:
         return read_tensors(directory)
-
-
-def preference_accuracy(pairs: Sequence[tuple[float, float]]) -> float | None:
-    """The share of (r_chosen − r_rejected, p_chosen) pairs, those with p ≠ 0.5, where the
-    difference's sign agrees with p > 0.5 (a zero difference counts half); None without any."""
-    scores = [
-        0.5 if delta == 0 else float((delta > 0) == (p > 0.5)) for delta, p in pairs if p != 0.5
-    ]
-    return float(np.mean(scores)) if scores else None
 
 
 # ---- a run ----
