@@ -1,4 +1,5 @@
-"""`charter cai`: Constitutional AI's data stages (`charter.align.sl_cai`, `.cai_compare`).
+"""`charter cai`: Constitutional AI's data stages (`charter.align.sl_cai`, `.cai_compare`,
+`.contrast_pairs`).
 
     charter cai prompts --judge-data cache/judge --out cache/cai
     charter cai revise  --policy MODEL [--reviser MODEL] --prompts P.jsonl --out chains.jsonl
@@ -6,6 +7,7 @@
     charter cai sft     chains.jsonl picks.jsonl --out sl-cai.jsonl
     charter cai report  chains.jsonl
     charter cai compare --policy MODEL --feedback MODEL --prompts P.jsonl --out prefs.jsonl
+    charter cai contrast --targets picks.jsonl --replies replies.jsonl --out DIR
 
 MODEL is a model spec (README: model specs): a checkpoint, or a remote Messages endpoint.
 `--constitution FILE` replaces the packaged constitution everywhere.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -158,6 +161,22 @@ def cmd_compare(args: argparse.Namespace) -> None:
     _report(outcomes, args.out)
 
 
+def cmd_contrast(args: argparse.Namespace) -> None:
+    from charter.align.contrast_pairs import contrast_pairs
+    from charter.eval.refusal import is_refusal
+    from charter.files import write_jsonl
+
+    splits, dropped = contrast_pairs(_rows(args.targets), _rows(args.replies), is_refusal)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for split, rows in splits.items():
+        write_jsonl(args.out / f"contrast-{split}.jsonl", rows)
+        kinds = Counter(row["source"] for row in rows)
+        print(
+            f"{len(rows)} {split} pairs ({dict(kinds)}) -> {args.out / f'contrast-{split}.jsonl'}"
+        )
+    print(json.dumps({"left out": dropped}), file=sys.stderr)
+
+
 def _generation_arguments(parser: argparse.ArgumentParser, temperature: float) -> None:
     from charter.infer.backends import add_engine_arguments
 
@@ -234,3 +253,19 @@ def register(parser: argparse.ArgumentParser) -> None:
                          help="chain of thought first; labels clamped to [0.4, 0.6]")  # fmt: skip
     _generation_arguments(compare, temperature=1.0)
     compare.set_defaults(func=cmd_compare)
+
+    contrast = actions.add_parser(
+        "contrast", help="pairs that decline harmful prompts and answer benign ones"
+    )
+    contrast.add_argument(
+        "--targets", required=True, nargs="+", type=Path,
+        help="select/revise rows: prompt, harmful, final (the preferred side)",
+    )  # fmt: skip
+    contrast.add_argument(
+        "--replies", required=True, nargs="+", type=Path,
+        help="charter eval refusal rows: prompt, response (the other side)",
+    )  # fmt: skip
+    contrast.add_argument(
+        "--out", required=True, type=Path, help="writes contrast-train/contrast-heldout.jsonl"
+    )
+    contrast.set_defaults(func=cmd_contrast)
