@@ -363,18 +363,10 @@ class PPOTask:
         device = self.ctx.device
         input_ids, attention_mask, mask = (t.to(device) for t in (input_ids, attention_mask, mask))
 
-        with torch.no_grad(), _autocast(device, self.cast):
-            logits, values = policy(input_ids)  # (N, T, V), (N, T)
-            targets = input_ids[:, 1:]
-            logprobs = token_logprobs(logits[:, :-1], targets, settings.temperature)
-            token_entropy = entropy(logits[:, :-1], settings.temperature)
-            del logits
-            reference = models[REFERENCE](input_ids)  # (N, T, V)
-            ref_logprobs = token_logprobs(reference[:, :-1], targets, settings.temperature)
-            del reference
-            scores = models[REWARD](input_ids, attention_mask=attention_mask)[:, 0].float()
-        values = values[:, :-1].float() * mask
-        logprobs, ref_logprobs = logprobs * mask, ref_logprobs * mask
+        logprobs, ref_logprobs, values, token_entropy, scores = self._score(
+            policy, models, input_ids, attention_mask
+        )
+        values, logprobs, ref_logprobs = values * mask, logprobs * mask, ref_logprobs * mask
 
         kl = logprobs - ref_logprobs  # (N, T-1): zero off the reply
         rewards = -self.kl_coef * kl
@@ -413,6 +405,33 @@ class PPOTask:
         ]
         batch = PPOBatch(input_ids, mask, logprobs, values, advantages, returns)
         return Rollout(batch.to(torch.device("cpu")), stats, samples)
+
+    @torch.no_grad()
+    def _score(
+        self, policy: PolicyWithValue, models: Models, input_ids: Tensor, attention_mask: Tensor
+    ) -> tuple[Tensor, ...]:
+        """The policy's log-probabilities, values and entropies and the reference's
+        log-probabilities (each (N, T-1), aligned with the targets), and the reward model's
+        scores (N,), `engine_batch_size` rows a pass: a pass holds (rows, T, vocabulary) logits."""
+        temperature, rows = self.settings.temperature, self.settings.engine_batch_size
+        parts = []
+        for start in range(0, input_ids.shape[0], rows):
+            ids, attention = input_ids[start : start + rows], attention_mask[start : start + rows]
+            targets = ids[:, 1:]
+            with _autocast(ids.device, self.cast):
+                logits, values = policy(ids)  # (n, T, V), (n, T)
+                reference = models[REFERENCE](ids)  # (n, T, V)
+                scores = models[REWARD](ids, attention_mask=attention)[:, 0]  # (n,)
+            parts.append(
+                (
+                    token_logprobs(logits[:, :-1], targets, temperature),
+                    token_logprobs(reference[:, :-1], targets, temperature),
+                    values[:, :-1].float(),
+                    entropy(logits[:, :-1], temperature),
+                    scores.float(),
+                )
+            )
+        return tuple(torch.cat(column) for column in zip(*parts))
 
     def _whiten(self, advantages: Tensor, mask: Tensor) -> Tensor:
         """Advantages shifted and scaled to mean 0, variance 1 over every rank's reply tokens."""
