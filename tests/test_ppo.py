@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -253,6 +254,27 @@ def test_ppo_resumes_exactly_and_saves_the_value_head(checkpoints, tmp_path):
     assert not torch.equal(
         final.value_head.weight, PolicyWithValue(Transformer(micro())).value_head.weight
     )
+
+
+def test_ppo_killed_mid_run_resumes_to_the_same_losses(checkpoints, tmp_path):
+    """kill -9 once the second iteration's checkpoint is on disk (the run is then somewhere in
+    its third iteration or saving it): the rerun continues from the last whole checkpoint."""
+    policy, reward, prompts = checkpoints
+    ppo(policy, reward, prompts, tmp_path / "straight")
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "charter.cli", "ppo", "--policy", str(policy)]
+    command += ["--reward", str(reward), "--prompts", str(prompts), "--out", str(out)]
+    command += ["--set", *SETTINGS]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    second = out / "checkpoints" / "step-000008"  # 4 optimizer steps an iteration
+    while not second.exists() and process.poll() is None:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert second.exists() and not (out / "final").exists()
+    ppo(policy, reward, prompts, out)
+    assert losses(out) == losses(tmp_path / "straight")
 
 
 def test_the_command_refuses_a_model_that_is_no_reward_model_of_the_policy(
