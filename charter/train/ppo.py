@@ -16,7 +16,9 @@ One iteration:
 2. Scoring, without gradients, of the very tokens sampled: the policy's log-probabilities and
    values, the reference's log-probabilities, both from logits divided by the same temperature
    (a different temperature, top-k or top-p here than at sampling is how RL runs get a negative
-   KL), and the reward model's score at the last real token.
+   KL), and the reward model's score at the last real token of the prompt and reply rendered in
+   its own chat format (`RewardModel.render`: the policy's may differ, e.g. in system prompt or
+   think block, and the reward model should read what it was trained on).
 3. Per-token rewards: −β·(log π − log π_ref) on every reply token, plus the score (less
    `missing_eos_penalty` for a reply cut off at `max_new_tokens`) on the last one. The KL
    estimate is the sum of log π − log π_ref over a reply, averaged over replies; its expectation
@@ -46,6 +48,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -250,11 +253,16 @@ class PPOTask:
         train_config: TrainConfig,
         ctx: Distributed,
         pad_id: int,
+        reward_renderer: Callable[[str, str], list[int]] | None = None,
     ) -> None:
+        """`pad_id` pads the reward model's inputs: a token no reply ends with. The reward model
+        reads the policy's own ids, or, given `reward_renderer` ((prompt, reply text) → ids),
+        the rollouts re-rendered in its own chat format (another system prompt, no think block,
+        another tokenizer)."""
         self.config, self.tokenizer, self.settings, self.ctx = config, tokenizer, settings, ctx
         self.prompts, self.prompt_texts = prompts, prompt_texts
         self.seed, self.train_config = train_config.seed, train_config
-        self.pad_id = pad_id
+        self.pad_id, self.reward_renderer = pad_id, reward_renderer
         self.kl_coef = settings.kl_coef
         self.cast = autocast_dtype(train_config, ctx.device)
         self.engine: Engine | None = None
@@ -352,19 +360,23 @@ class PPOTask:
         ended = torch.tensor([c.end_token_id is not None for c in completions])
 
         sequences = [self.prompts[i] + reply for i, reply in zip(indices, replies)]
-        length = max(map(len, sequences))
-        input_ids = torch.full((len(sequences), length), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        mask = torch.zeros((len(sequences), length - 1), dtype=torch.bool)
+        input_ids, attention_mask = _right_padded(sequences, self.pad_id)
+        mask = torch.zeros((len(sequences), input_ids.shape[1] - 1), dtype=torch.bool)
         for row, (i, sequence) in enumerate(zip(indices, sequences)):
-            input_ids[row, : len(sequence)] = torch.tensor(sequence)
-            attention_mask[row, : len(sequence)] = 1
             mask[row, len(self.prompts[i]) - 1 : len(sequence) - 1] = True
         device = self.ctx.device
         input_ids, attention_mask, mask = (t.to(device) for t in (input_ids, attention_mask, mask))
 
+        texts = [self.tokenizer.decode(c.token_ids) for c in completions]
+        if self.reward_renderer is None:
+            reward_inputs = (input_ids, attention_mask)
+        else:
+            rendered = [
+                self.reward_renderer(self.prompt_texts[i], t) for i, t in zip(indices, texts)
+            ]
+            reward_inputs = tuple(t.to(device) for t in _right_padded(rendered, self.pad_id))
         logprobs, ref_logprobs, values, token_entropy, scores = self._score(
-            policy, models, input_ids, attention_mask
+            policy, models, input_ids, reward_inputs
         )
         values, logprobs, ref_logprobs = values * mask, logprobs * mask, ref_logprobs * mask
 
@@ -397,31 +409,37 @@ class PPOTask:
         samples = [
             dict(
                 prompt=self.prompt_texts[i],
-                reply=self.tokenizer.decode(reply[: len(completion.token_ids)]),
+                reply=text,
                 score=float(score),
                 ended=completion.end_token_id is not None,
             )
-            for i, reply, completion, score in zip(indices, replies, completions, scores)
+            for i, text, completion, score in zip(indices, texts, completions, scores)
         ]
         batch = PPOBatch(input_ids, mask, logprobs, values, advantages, returns)
         return Rollout(batch.to(torch.device("cpu")), stats, samples)
 
     @torch.no_grad()
     def _score(
-        self, policy: PolicyWithValue, models: Models, input_ids: Tensor, attention_mask: Tensor
+        self,
+        policy: PolicyWithValue,
+        models: Models,
+        input_ids: Tensor,
+        reward_inputs: tuple[Tensor, Tensor],
     ) -> tuple[Tensor, ...]:
         """The policy's log-probabilities, values and entropies and the reference's
-        log-probabilities (each (N, T-1), aligned with the targets), and the reward model's
-        scores (N,), `engine_batch_size` rows a pass: a pass holds (rows, T, vocabulary) logits."""
+        log-probabilities (each (N, T-1), aligned with the targets) of `input_ids` (N, T), and
+        the reward model's scores (N,) of `reward_inputs` (its ids and attention mask),
+        `engine_batch_size` rows a pass: a pass holds (rows, T, vocabulary) logits."""
         temperature, rows = self.settings.temperature, self.settings.engine_batch_size
         parts = []
         for start in range(0, input_ids.shape[0], rows):
-            ids, attention = input_ids[start : start + rows], attention_mask[start : start + rows]
+            ids = input_ids[start : start + rows]
+            reward_ids, attention = (t[start : start + rows] for t in reward_inputs)
             targets = ids[:, 1:]
             with _autocast(ids.device, self.cast):
                 logits, values = policy(ids)  # (n, T, V), (n, T)
                 reference = models[REFERENCE](ids)  # (n, T, V)
-                scores = models[REWARD](ids, attention_mask=attention)[:, 0]  # (n,)
+                scores = models[REWARD](reward_ids, attention_mask=attention)[:, 0]  # (n,)
             parts.append(
                 (
                     token_logprobs(logits[:, :-1], targets, temperature),
@@ -463,6 +481,16 @@ class PPOTask:
     def take_loss_stats(self) -> dict[str, float]:
         stats, self._loss_stats = self._loss_stats, {}
         return stats
+
+
+def _right_padded(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """`sequences` as one right-padded (N, T) tensor, and its attention mask."""
+    input_ids = torch.full((len(sequences), max(map(len, sequences))), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, sequence in enumerate(sequences):
+        input_ids[row, : len(sequence)] = torch.tensor(sequence)
+        attention_mask[row, : len(sequence)] = 1
+    return input_ids, attention_mask
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -658,13 +686,12 @@ def train_ppo(
     torch.manual_seed(train_config.seed)
     model = load_policy_with_value(policy, value_head_seed=ppo.value_head_seed)
     freeze_lower_layers(model.policy, ppo.freeze_layers, "ppo")
-    reward_model = RewardModel.load(reward).model  # checks its one output and its pad token
-    reward_config = reward_model.config
-    if reward_config.vocab_size != model.config.vocab_size:
-        raise ValueError(
-            f"{reward}: the reward model's vocabulary ({reward_config.vocab_size} tokens) is not "
-            f"the policy's ({model.config.vocab_size}): it must read the policy's tokens"
-        )
+    reward_model = RewardModel.load(reward)  # checks its one output and its pad token
+
+    def render_for_reward(prompt: str, reply: str) -> list[int]:
+        context = chat.Conversation([chat.Message("user", [chat.TextBlock(prompt)])])
+        return reward_model.render(context, reply)
+
     task = PPOTask(
         model.config,
         tokenizer,
@@ -673,7 +700,8 @@ def train_ppo(
         ppo,
         train_config,
         ctx,
-        reward_config.pad_token_id,
+        reward_model.model.config.pad_token_id,
+        render_for_reward,
     )
     trainer = Trainer(
         task,
@@ -683,7 +711,7 @@ def train_ppo(
         trained={POLICY: TrainedModel(model, PolicyValueFormat(model.config, tokenizer))},
         frozen={
             REFERENCE: load_checkpoint(reference or policy),
-            REWARD: reward_model,
+            REWARD: reward_model.model,
         },
     )
     if ctx.is_main:
