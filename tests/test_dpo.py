@@ -217,4 +217,5 @@ def test_the_smollm2_config_fills_the_settings():
     assert set(settings) == {"train", "dpo"}
     train = fill(TrainConfig, {**DPO_DEFAULTS, **settings["train"]}, "train")
     assert train.dtype == "bf16" and train.batch_size % train.micro_batch_size == 0
-    assert fill(DPOSettings, settings["dpo"], "dpo").max_seq_len == 512
+    assert train.steps % train.eval_every == 0  # the last step is evaluated
+    assert fill(DPOSettings, settings["dpo"], "dpo").freeze_layers < 30  # SmolLM2's layers

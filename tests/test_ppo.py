@@ -104,6 +104,17 @@ def test_settings_are_checked():
     assert config.steps == 3 * 2 * 4
 
 
+def test_the_shipped_config_is_valid():
+    from charter import configs
+    from charter.train.settings import fill, load_settings
+
+    settings = load_settings(Path(configs.__file__).parent / "smollm2-ppo.toml", [])
+    assert set(settings) == {"train", "ppo"}
+    ppo = fill(PPOSettings, settings["ppo"], "ppo")
+    config = ppo_train_config(settings["train"], ppo, 1)
+    assert config.dtype == "bf16" and config.steps == ppo.iterations * ppo.epochs * 4
+
+
 # ---- rollouts and the run ----
 
 

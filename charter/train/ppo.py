@@ -4,7 +4,7 @@
 
 Models (the Trainer's): `policy`, trained, a `PolicyWithValue` (the policy and a value head on its
 trunk, saved together: `checkpoint.write_policy_with_value`); `reference`, frozen, the policy as
-it started; `reward`, frozen, a reward model (`ScoreModel`, one output) on the same tokenizer.
+it started; `reward`, frozen, a reward model (`ScoreModel`, one output: `charter rm`).
 
 One iteration:
 
