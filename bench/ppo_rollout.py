@@ -13,14 +13,13 @@ import argparse
 import statistics
 import time
 
-from charter import chat
 from charter.chat.format import chat_format
 from charter.checkpoint import load_policy_with_value, load_tokenizer
 from charter.data.prompt_sets import read_prompt_file
 from charter.infer.engine import Engine
 from charter.infer.sampling import SamplingParams
 from charter.infer.torch_backend import TorchBackend
-from charter.train.ppo import SampledLogprobs
+from charter.train.ppo import SampledLogprobs, read_prompts
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -37,10 +36,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     format = chat_format(tokenizer)
     model = load_policy_with_value(args.policy, value_head_seed=0)
     texts = [p.text for p in read_prompt_file(args.prompts)[: args.batch]]
-    prompts = [
-        format.prompt(chat.Conversation([chat.Message("user", [chat.TextBlock(t)])]), thinking=False)
-        for t in texts
-    ]
+    prompts, _, _ = read_prompts(texts, format, max_tokens=model.config.max_position_embeddings)
     engine = Engine(
         TorchBackend(model.policy, max_batch_size=args.rows, follow_weights=True), tokenizer
     )

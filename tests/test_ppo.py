@@ -32,14 +32,11 @@ from charter.train.ppo import (
     PolicyValueFormat,
     PPOSettings,
     PPOTask,
-    adapt_kl_coef,
-    gae,
-    policy_loss,
     ppo_train_config,
     read_prompts,
     run_ppo,
-    value_loss,
 )
+from charter.train.ppo_losses import adapt_kl_coef, gae, policy_loss, value_loss
 from tests.helpers import micro
 
 PROMPTS = [f"Tell me about item {i}." for i in range(16)]
