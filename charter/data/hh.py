@@ -11,6 +11,7 @@ not a JSON object with both transcripts is an error.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,3 +103,36 @@ def read_hh_pairs(path: str | Path) -> tuple[list[PreferencePair], list[str]]:
             continue
         pairs.append(PreferencePair(chosen, rejected, where))
     return pairs, problems
+
+
+@dataclass
+class Comparison:
+    """A comparison of two final replies to one conversation: what a reward model learns from."""
+
+    context: Conversation  # the shared conversation before the two final replies
+    chosen: str
+    rejected: str
+    where: str
+
+
+def read_hh_comparisons(path: str | Path) -> tuple[list[Comparison], Counter]:
+    """The comparisons whose transcripts share everything before the final replies and whose
+    replies are both non-empty, and the pairs left out, by reason: unreadable transcripts,
+    transcripts that differ before the final reply, an empty reply."""
+    pairs, problems = read_hh_pairs(path)
+    dropped = Counter({"unreadable transcript": len(problems)})
+    comparisons = []
+    for pair in pairs:
+        context = pair.prompt
+        if context is None:
+            dropped["transcripts differ before the final reply"] += 1
+            continue
+        # A transcript's turn is one stripped text block (parse_transcript), or none if empty.
+        chosen, rejected = (
+            "".join(b.text for b in c.messages[-1].content) for c in (pair.chosen, pair.rejected)
+        )
+        if not chosen or not rejected:
+            dropped["empty reply"] += 1
+            continue
+        comparisons.append(Comparison(context, chosen, rejected, pair.where))
+    return comparisons, +dropped

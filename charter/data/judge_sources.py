@@ -34,7 +34,7 @@ from typing import Any
 
 from charter.chat import Conversation, TextBlock
 from charter.data.conversation_sources import wheel_licence
-from charter.data.hh import HH_LICENCE, read_hh_pairs
+from charter.data.hh import HH_LICENCE, read_hh_comparisons
 from charter.data.prompt_sets import (
     PromptSetError,
     _member,
@@ -748,28 +748,16 @@ def read_hh(path: Path, is_refusal: Callable[[str], bool]) -> SourceRows:
     the refusal patterns of charter.eval.refusal, whose precision on the hand labels is 8 / 8).
     Pairs whose transcripts differ before the final turn, or with an empty reply, are left out,
     counted."""
-    pairs, problems = read_hh_pairs(path)
-    dropped = Counter({"unreadable transcript": len(problems)})
+    comparisons, dropped = read_hh_comparisons(path)
     rows = []
-    for pair in pairs:
-        prompt = pair.prompt
-        if prompt is None:
-            dropped["transcripts differ before the final reply"] += 1
-            continue
-        chosen, rejected = (_text(c.messages[-1]) for c in (pair.chosen, pair.rejected))
-        if not chosen or not rejected:
-            dropped["empty reply"] += 1
-            continue
-        text = transcript_text(prompt)
-        rows.append(
-            JudgeRow(text, "hh-rlhf", HH_LICENCE, f"{pair.where}", chosen, rejected=rejected)
-        )
+    for comparison in comparisons:
+        chosen, rejected, where = comparison.chosen, comparison.rejected, comparison.where
+        text = transcript_text(comparison.context)
+        rows.append(JudgeRow(text, "hh-rlhf", HH_LICENCE, where, chosen, rejected=rejected))
         for side, response in (("chosen", chosen), ("rejected", rejected)):
             if is_refusal(response):
                 rows.append(
-                    JudgeRow(
-                        text, "hh-rlhf", HH_LICENCE, f"{pair.where}: {side}", response, refusal=1
-                    )
+                    JudgeRow(text, "hh-rlhf", HH_LICENCE, f"{where}: {side}", response, refusal=1)
                 )
     return SourceRows(rows, +dropped, str(path))
 

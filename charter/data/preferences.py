@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from charter import chat
-from charter.data.hh import HH_LICENCE, read_hh_pairs
+from charter.data.hh import HH_LICENCE, read_hh_comparisons
 from charter.data.judge_data import HELDOUT, TRAIN, hash_split
 from charter.data.judge_sources import transcript_text
 from charter.data.sft import jsonl_lines
@@ -109,18 +109,10 @@ def hh_preferences(path: str | Path) -> tuple[dict[str, list[dict[str, Any]]], C
     into TRAIN and HELDOUT as the judge's data splits them, and the pairs left out, by reason:
     transcripts that cannot be read, that differ before the final reply, or whose replies are
     identical or empty (no preference to learn)."""
-    pairs, problems = read_hh_pairs(path)
-    dropped = Counter({"unreadable transcript": len(problems)})
+    comparisons, dropped = read_hh_comparisons(path)
     splits: dict[str, list[dict[str, Any]]] = {TRAIN: [], HELDOUT: []}
-    for pair in pairs:
-        context = pair.prompt
-        if context is None:
-            dropped["transcripts differ before the final reply"] += 1
-            continue
-        chosen, rejected = (_text(c.messages[-1]) for c in (pair.chosen, pair.rejected))
-        if not chosen or not rejected:
-            dropped["empty reply"] += 1
-            continue
+    for comparison in comparisons:
+        context, chosen, rejected = comparison.context, comparison.chosen, comparison.rejected
         if chosen == rejected:
             dropped["identical replies"] += 1
             continue
@@ -133,7 +125,7 @@ def hh_preferences(path: str | Path) -> tuple[dict[str, list[dict[str, Any]]], C
                 feedback_model=HUMAN,
                 source="hh-rlhf",
                 licence=HH_LICENCE,
-                where=pair.where,
+                where=comparison.where,
             )
         )
     return splits, +dropped
