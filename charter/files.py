@@ -1,13 +1,20 @@
-"""Small file helpers shared by every stage: JSON that names its file and line on error, and
-atomic directory writes (temp dir, fsync, rename) so a crash never leaves half a checkpoint."""
+"""Small file helpers shared by every stage: JSON that names its file and line on error, atomic
+directory writes (temp dir, fsync, rename) so a crash never leaves half a checkpoint, and JSONL
+written whole or a batch of scored rows at a time."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -38,6 +45,44 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last may be shorter); a size below 1 is an error at once."""
+    if size < 1:
+        raise ValueError(f"batch size must be ≥ 1, got {size}")
+
+    def take(iterator: Iterator[T]) -> Iterator[list[T]]:
+        while batch := list(islice(iterator, size)):
+            yield batch
+
+    return take(iter(items))
+
+
+def write_scored_jsonl(
+    rows: Iterable[tuple[dict[str, Any], T]],
+    out: Path,
+    field: str,
+    score: Callable[[list[T]], list[Any]],
+    batch_size: int,
+) -> int:
+    """Each `(row, item)` of `rows` written to JSONL `out` as the row with `field` set to its
+    item's score, `batch_size` items a call to `score`, a batch at a time (a progress bar
+    counts them); returns how many rows."""
+    chunks = batches(rows, batch_size)
+    written = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f, tqdm(unit="row", dynamic_ncols=True) as bar:
+        for batch in chunks:
+            scores = score([item for _, item in batch])
+            f.writelines(
+                json.dumps({**row, field: result}, ensure_ascii=False) + "\n"
+                for (row, _), result in zip(batch, scores, strict=True)
+            )
+            f.flush()
+            written += len(batch)
+            bar.update(len(batch))
+    return written
 
 
 def _fsync(path: Path) -> None:

@@ -15,19 +15,15 @@ row with a reply also gets `refusal` and `response_harm`.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from charter.checkpoint import CheckpointError, load_score_model, load_tokenizer
 from charter.data.judge_sources import CATEGORIES
 from charter.data.sft import jsonl_lines
-from charter.files import read_json, resolve_directory
+from charter.files import read_json, resolve_directory, write_scored_jsonl
 from charter.heads import ScoreModel
 from charter.train.judge import BINARY, OUTPUTS, JudgeInput, Renderer, read_input
 
@@ -97,29 +93,14 @@ class Judge:
 def score_file(judge: Judge, path: Path, out: Path, batch_size: int = 8) -> int:
     """Each row of JSONL `path` with the judge's scores under `"judge"`, written to `out` batch by
     batch; returns how many. A bad row is an error naming its file and line."""
-    if batch_size < 1:
-        raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
 
-    def rendered(where: str, data: Any) -> tuple[Any, list[int], bool]:
+    def rendered(where: str, data: Any) -> tuple[Any, tuple[list[int], bool]]:
         item = read_input(data, where)
-        return data, judge.render(item, where), item.response is not None
+        return data, (judge.render(item, where), item.response is not None)
+
+    def score(items: list[tuple[list[int], bool]]) -> list[dict[str, Any]]:
+        ids, has_response = zip(*items)
+        return judge.score_ids(list(ids), list(has_response))
 
     rows = (rendered(where, data) for where, data in jsonl_lines(path))
-    written = 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f, tqdm(unit="row", dynamic_ncols=True) as bar:
-        for batch in _chunks(rows, batch_size):
-            data, ids, has_response = zip(*batch)
-            scores = judge.score_ids(list(ids), list(has_response))
-            for row, result in zip(data, scores):
-                f.write(json.dumps({**row, "judge": result}, ensure_ascii=False) + "\n")
-            f.flush()
-            written += len(batch)
-            bar.update(len(batch))
-    return written
-
-
-def _chunks(items: Iterator, size: int) -> Iterator[list]:
-    items = iter(items)
-    while batch := list(islice(items, size)):
-        yield batch
+    return write_scored_jsonl(rows, out, "judge", score, batch_size)

@@ -40,12 +40,10 @@ rollouts when the policy shares the reward model's tokenizer).
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +51,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from charter import chat
 from charter.chat.format import ChatFormat, chat_format
@@ -68,7 +65,7 @@ from charter.checkpoint import (
 from charter.config import SEQUENCE_CLASSIFICATION, ModelConfig
 from charter.data.preferences import read_preferences
 from charter.data.sft import jsonl_lines
-from charter.files import read_json, resolve_directory, write_json
+from charter.files import batches, read_json, resolve_directory, write_json, write_scored_jsonl
 from charter.heads import ScoreModel
 from charter.tokenizer import Tokenizer
 from charter.train.batching import freeze_lower_layers
@@ -380,9 +377,8 @@ class RewardModel:
         self, conversations: Sequence[tuple[chat.Conversation, str]], batch_size: int = 8
     ) -> list[float]:
         """The reward of each (context ending with a user turn, reply), `batch_size` a pass."""
-        _check_batch_size(batch_size)
         ids = [self.render(context, reply) for context, reply in conversations]
-        return [r for batch in _chunks(iter(ids), batch_size) for r in self.score_ids(batch)]
+        return [r for batch in batches(ids, batch_size) for r in self.score_ids(batch)]
 
 
 def read_scored_row(data: Any, where: str) -> tuple[chat.Conversation, str]:
@@ -400,28 +396,5 @@ def read_scored_row(data: Any, where: str) -> tuple[chat.Conversation, str]:
 def score_file(model: RewardModel, path: Path, out: Path, batch_size: int = 8) -> int:
     """Each row of JSONL `path` with its `"reward"`, written to `out` batch by batch; returns how
     many. A bad row is an error naming its file, line and field."""
-    _check_batch_size(batch_size)
     rows = ((data, read_scored_row(data, where)) for where, data in jsonl_lines(path))
-    count = 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f, tqdm(unit="row", dynamic_ncols=True) as bar:
-        for batch in _chunks(rows, batch_size):
-            rewards = model.score([pair for _, pair in batch], batch_size)
-            f.writelines(
-                json.dumps({**data, "reward": r}, ensure_ascii=False) + "\n"
-                for (data, _), r in zip(batch, rewards)
-            )
-            f.flush()
-            count += len(batch)
-            bar.update(len(batch))
-    return count
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise ValueError(f"batch size must be ≥ 1, got {batch_size}")
-
-
-def _chunks(items: Iterator, size: int) -> Iterator[list]:
-    while batch := list(islice(items, size)):
-        yield batch
+    return write_scored_jsonl(rows, out, "reward", model.score, batch_size)
