@@ -137,7 +137,7 @@ def micro_run(tokenizer, settings: PPOSettings, train: dict, out: Path) -> tuple
     reference = Transformer(micro())
     reference.load_state_dict(policy.state_dict())
     pad_id = judge_pad_token_id(tokenizer)
-    task = PPOTask(policy.config, tokenizer, prompts, texts, settings, config, ctx, pad_id)
+    task = PPOTask(tokenizer, prompts, texts, settings, config, ctx, pad_id)
     model = PolicyWithValue(policy, seed=0)
     trainer = Trainer(
         task,

@@ -63,7 +63,14 @@ from charter.train.batching import freeze_lower_layers, length_bucketed_batch
 from charter.train.distributed import Distributed, gather_dicts, init_distributed
 from charter.train.judge import spread
 from charter.train.lm import LanguageModelTask
-from charter.train.loop import MODEL, Models, TrainConfig, autocast_dtype, train_and_report
+from charter.train.loop import (
+    MODEL,
+    Models,
+    TrainConfig,
+    autocast,
+    autocast_dtype,
+    train_and_report,
+)
 from charter.train.pairs import (
     PairBatch,
     PairExample,
@@ -143,7 +150,7 @@ def score_pairs(
     with torch.inference_mode():
         for rows in tqdm(chunks, desc=f"reference {what}", unit="batch", disable=not show_progress):
             batch = collate_pairs([examples[i] for i in rows], pad_id).to(device)
-            with torch.autocast(device.type, dtype=cast, enabled=cast is not None):
+            with autocast(device, cast):
                 logprobs = reply_logprobs(model(batch.input_ids), batch)  # (2B,)
             scores[rows] = logprobs.view(2, -1).T.float().cpu()
     return scores

@@ -207,7 +207,7 @@ class Trainer:
         loss_sum = 0.0
         for i, batch in enumerate(batches):
             with self._models.gradient_sync(enabled=i == len(batches) - 1):
-                with _autocast(ctx.device, self._cast):
+                with autocast(ctx.device, self._cast):
                     loss = self.task.loss(self.models, batch.to(ctx.device))
                 # ×world_size: DDP and FSDP average gradients over ranks; we want the sum.
                 (loss * (ctx.world_size / step_targets)).backward()
@@ -239,7 +239,7 @@ class Trainer:
                     ctx.rank, ctx.world_size, self.config.micro_batch_size
                 ):
                     batch = batch.to(ctx.device)
-                    with _autocast(ctx.device, self._cast):
+                    with autocast(ctx.device, self._cast):
                         loss_sum += float(self.task.loss(self.models, batch))
                     targets += batch.num_targets
             total_targets = ctx.all_reduce(targets)
@@ -424,7 +424,8 @@ def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | N
     return None
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to `dtype` on `device` (`autocast_dtype`'s choice), or nothing for None."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)

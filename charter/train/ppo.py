@@ -75,7 +75,14 @@ from charter.metrics import MetricsLog
 from charter.tokenizer import Tokenizer
 from charter.train.batching import freeze_lower_layers
 from charter.train.distributed import Distributed, init_distributed, shutdown, unwrap
-from charter.train.loop import Models, StopRequest, TrainConfig, Trainer, autocast_dtype
+from charter.train.loop import (
+    Models,
+    StopRequest,
+    TrainConfig,
+    Trainer,
+    autocast,
+    autocast_dtype,
+)
 from charter.train.models import TrainedModel
 from charter.train.ppo_losses import (
     adapt_kl_coef,
@@ -192,7 +199,6 @@ class PPOTask:
 
     def __init__(
         self,
-        config: ModelConfig,
         tokenizer: Tokenizer,
         prompts: list[list[int]],
         prompt_texts: list[str],
@@ -206,7 +212,7 @@ class PPOTask:
         reads the policy's own ids, or, given `reward_renderer` ((prompt, reply text) → ids),
         the rollouts re-rendered in its own chat format (another system prompt, no think block,
         another tokenizer)."""
-        self.config, self.tokenizer, self.settings, self.ctx = config, tokenizer, settings, ctx
+        self.tokenizer, self.settings, self.ctx = tokenizer, settings, ctx
         self.prompts, self.prompt_texts = prompts, prompt_texts
         self.seed, self.train_config = train_config.seed, train_config
         self.pad_id, self.reward_renderer = pad_id, reward_renderer
@@ -383,7 +389,7 @@ class PPOTask:
             ids = input_ids[start : start + rows]
             reward_ids, attention = (t[start : start + rows] for t in reward_inputs)
             targets = ids[:, 1:]
-            with _autocast(ids.device, self.cast):
+            with autocast(ids.device, self.cast):
                 logits, values = policy(ids)  # (n, T, V), (n, T)
                 reference = models[REFERENCE](ids)  # (n, T, V)
                 scores = models[REWARD](reward_ids, attention_mask=attention)[:, 0]  # (n,)
@@ -438,12 +444,6 @@ def _right_padded(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tens
         input_ids[row, : len(sequence)] = torch.tensor(sequence)
         attention_mask[row, : len(sequence)] = 1
     return input_ids, attention_mask
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
 
 
 # ---- the run ----
@@ -640,7 +640,6 @@ def train_ppo(
         return reward_model.render(context, reply)
 
     task = PPOTask(
-        model.config,
         tokenizer,
         prompt_ids,
         texts,
