@@ -22,14 +22,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from charter import chat
 from charter.chat.parse import Event
 
-# The stop reasons of the Messages API: the engine's four, re-exported for Generator users, and
-# a turn that ends in tool calls.
+# The stop reasons of the Messages API: the engine's four, re-exported for Generator users, a
+# turn that ends in tool calls, and one that a safety layer ended (`charter.safety.guard`).
 from charter.infer.engine import (  # noqa: F401
     CONTEXT_WINDOW,
     END_TURN,
@@ -38,6 +39,11 @@ from charter.infer.engine import (  # noqa: F401
 )
 
 TOOL_USE = "tool_use"
+REFUSAL = "refusal"
+
+# The id of the request being served, for what a generator logs about it: the server sets it
+# per HTTP request (`serve/app.py`); None outside a server.
+REQUEST_ID: ContextVar[str | None] = ContextVar("charter_request_id", default=None)
 
 
 class InvalidRequest(ValueError):

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from charter.infer.generator import InvalidRequest, Overloaded
+from charter.infer.generator import REQUEST_ID, InvalidRequest, Overloaded
 from charter.infer.local import LocalGenerator
 from charter.serve import anthropic_api, openai_api
 from charter.serve.auth import KeyChecker, RateLimiter
@@ -40,9 +40,10 @@ _RESPONSE_HEADERS = [
 
 
 class RequestHeaders:
-    """ASGI middleware: give each request an id (`request.state.request_id`) and put it, with
-    the security headers, on the response. Plain ASGI, unlike `BaseHTTPMiddleware`, leaves
-    streaming responses and client-disconnect cancellation alone."""
+    """ASGI middleware: give each request an id (`request.state.request_id`, and
+    `generator.REQUEST_ID` for the generators it calls) and put it, with the security headers,
+    on the response. Plain ASGI, unlike `BaseHTTPMiddleware`, leaves streaming responses and
+    client-disconnect cancellation alone."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -59,7 +60,11 @@ class RequestHeaders:
                 message["headers"] = list(message.get("headers", [])) + headers
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 def _error_response(request: Request, error: ApiError) -> JSONResponse:

@@ -22,6 +22,7 @@ from charter.chat.template import BLOCK_SEPARATOR
 from charter.infer.generator import (
     CONTEXT_WINDOW,
     MAX_TOKENS,
+    REFUSAL,
     TOOL_USE,
     Turn,
     TurnOptions,
@@ -139,6 +140,8 @@ def turn_options(body: ChatCompletionRequest, context_window: int | None) -> Tur
 def finish_reason(stop_reason: str) -> str:
     if stop_reason == TOOL_USE:
         return "tool_calls"
+    if stop_reason == REFUSAL:  # a safety layer ended the turn (charter.safety.guard)
+        return "content_filter"
     return "length" if stop_reason in (MAX_TOKENS, CONTEXT_WINDOW) else "stop"
 
 
