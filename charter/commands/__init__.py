@@ -26,6 +26,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "generate": ("generate", "one assistant turn (prints only the completion)"),
     "chat": ("chat", "chat with a model in the terminal"),
     "serve": ("serve", "serve models over the Anthropic Messages API, OpenAI chat and a web chat"),
+    "feedback": ("feedback", "export the comparisons people made on the server's /compare page"),
     "import": ("imports", "import a GGUF file or a Hugging Face Llama directory"),
     "export": ("export", "export a checkpoint for other runtimes"),
     "info": ("info", "describe a model directory"),

@@ -43,12 +43,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
         api_keys=keys,
         requests_per_minute=args.rate_limit,
         max_body_bytes=args.max_body_bytes,
+        feedback_db=args.feedback_db,
     )
     if keys:
         log(f"{len(keys)} API key(s) configured")
     else:
         log(f"no API key configured: serving on loopback only ({args.host}), without auth")
     log(f"models: {', '.join(registry.models)}; web chat at http://{args.host}:{args.port}/")
+    if args.feedback_db:
+        log(f"feedback pages /redteam and /compare store into {args.feedback_db}")
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     finally:
@@ -98,6 +101,13 @@ def register(serve: argparse.ArgumentParser) -> None:
         "cache holds max-batch-size × this many",
     )
     serve.add_argument("--max-body-bytes", type=int, default=8 * 2**20)
+    serve.add_argument(
+        "--feedback-db",
+        metavar="PATH",
+        help="a SQLite file for the /redteam and /compare pages' ratings (red-team findings and "
+        "comparisons; `charter feedback export` turns the comparisons into preference pairs); "
+        "without it the pages cannot save",
+    )
     serve.add_argument("--device", default="cpu")
     add_engine_arguments(serve)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

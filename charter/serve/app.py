@@ -1,4 +1,5 @@
-"""The FastAPI application: both APIs, /health, and the web chat at /.
+"""The FastAPI application: both APIs, /health, the web chat at /, and the human feedback pages
+(/redteam, /compare; feedback_api.py).
 
 Every response carries a `request-id` header and a Content-Security-Policy that lets the web chat
 load only its own scripts and styles and no remote images (model output is untrusted: a Markdown
@@ -20,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charter.infer.generator import REQUEST_ID, InvalidRequest, Overloaded
 from charter.infer.local import LocalGenerator
-from charter.serve import anthropic_api, openai_api
+from charter.serve import anthropic_api, feedback_api, openai_api
 from charter.serve.auth import KeyChecker, RateLimiter
 from charter.serve.errors import ApiError, invalid_request
 from charter.serve.http import ServerState, new_id
@@ -81,6 +82,7 @@ def create_app(
     api_keys: list[str] | None = None,
     requests_per_minute: float | None = None,
     max_body_bytes: int = 8 * 2**20,
+    feedback_db: str | Path | None = None,
 ) -> FastAPI:
     app = FastAPI(title="Charter", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.charter = ServerState(
@@ -90,6 +92,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         signing_key=secrets.token_bytes(32),
     )
+    app.state.feedback = None if feedback_db is None else feedback_api.Feedback(feedback_db)
     app.add_middleware(RequestHeaders)
 
     @app.exception_handler(ApiError)
@@ -125,5 +128,6 @@ def create_app(
 
     app.include_router(anthropic_api.router)
     app.include_router(openai_api.router)
+    app.include_router(feedback_api.router)
     app.mount("/", StaticFiles(directory=STATIC_DIRECTORY, html=True), name="web-chat")
     return app
