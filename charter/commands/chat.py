@@ -27,6 +27,10 @@ def cmd_chat(args: argparse.Namespace) -> None:
                     "text"
                 ) from e
             raise
+        if args.guard:
+            from charter.safety.guard import guard_generator
+
+            generator = guard_generator(generator, args.guard)
         with generator:
             session = ChatSession(generator, args.system, temperature, max_new_tokens)
             print(f"chatting with {args.model}; /help lists commands", file=sys.stderr)
@@ -42,5 +46,10 @@ def register(chat_parser: argparse.ArgumentParser) -> None:
     chat_parser.add_argument("--system", help="system prompt")
     chat_parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     chat_parser.add_argument("--max-new-tokens", type=int, default=512)
+    chat_parser.add_argument(
+        "--guard",
+        metavar="FILE",
+        help="chat behind the safety guard this TOML describes (e.g. charter/configs/safety.toml)",
+    )
     add_engine_arguments(chat_parser)
     chat_parser.set_defaults(func=cmd_chat)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from charter.log import log
 from charter.network import is_loopback
@@ -14,6 +15,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from charter.infer.backends import engine_options
+    from charter.safety.config import load_safety_config
+    from charter.safety.guard import Guard, load_judge
     from charter.serve.app import create_app
     from charter.serve.registry import Registry, load_served_model
 
@@ -23,6 +26,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
             f"charter serve: refusing to listen on {args.host} without an API key: pass "
             f"--api-key, --api-key-file or set {KEYS_VARIABLE} (or listen on 127.0.0.1)"
         )
+    # Read before the models load, so that a mistake in it is reported at once.
+    safety = load_safety_config(args.guard) if args.guard else None
     models = []
     for spec in args.model:
         log(f"loading {spec}")
@@ -37,6 +42,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 **engine_options(args),
             )
         )
+    if safety is not None:
+        judge = load_judge(safety, args.device)
+        models = [replace(m, generator=Guard(m.generator, judge, safety)) for m in models]
+        log(f"every model behind the guard of {args.guard} (judge {safety.judge})")
     registry = Registry(models)
     app = create_app(
         registry,
@@ -101,6 +110,12 @@ def register(serve: argparse.ArgumentParser) -> None:
         "cache holds max-batch-size × this many",
     )
     serve.add_argument("--max-body-bytes", type=int, default=8 * 2**20)
+    serve.add_argument(
+        "--guard",
+        metavar="FILE",
+        help="put every served model behind the safety guard this TOML describes (input "
+        "classifier and output monitor; e.g. charter/configs/safety.toml)",
+    )
     serve.add_argument(
         "--feedback-db",
         metavar="PATH",
