@@ -88,10 +88,15 @@ class Comparisons:
 
     def all(self) -> list[Comparison]:
         """Every comparison, oldest first."""
-        rows = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM comparisons ORDER BY time, rowid"
-        )
-        return [Comparison(*row) for row in rows]
+        return self._select("1")
+
+    def get(self, id: str) -> Comparison | None:
+        found = self._select("id = ?", id)
+        return found[0] if found else None
+
+    def _select(self, where: str, *values: str) -> list[Comparison]:
+        query = f"SELECT {', '.join(_COLUMNS)} FROM comparisons WHERE {where} ORDER BY time, rowid"
+        return [Comparison(*row) for row in self._db.execute(query, values)]
 
     def close(self) -> None:
         self._db.close()

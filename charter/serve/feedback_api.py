@@ -7,10 +7,10 @@ POST endpoints answer 404).
     POST /v1/charter/findings     {"model", "messages", "response", "verdict", "category"?,
                                    "round"?, "stop_reason"?}
                                   → {"type": "finding", "attack_id", "target", "round",
-                                     "verdict", "new"}
+                                     "verdict" (as stored), "new"}
     POST /v1/charter/comparisons  {"prompt", "model_a", "response_a", "model_b", "response_b",
                                    "choice": "a" | "b" | "tie"}
-                                  → {"type": "comparison", "id", "choice", "new"}
+                                  → {"type": "comparison", "id", "choice" (as stored), "new"}
 
 A red-team rating is a `Finding` of split, strategy and judge "human" on the named model; a
 comparison goes to the `comparisons` table of the same file (charter.data.comparisons). The
@@ -137,6 +137,9 @@ async def add_finding(request: Request) -> dict:
         stop_reason=body.stop_reason,
     )
     new = feedback.findings.add([finding]) == 1
+    if not new:
+        key = {"attack_id": finding.attack_id, "target": finding.target, "round": finding.round}
+        (finding,) = feedback.findings.query(**key)
     return {
         "type": "finding",
         "attack_id": finding.attack_id,
@@ -158,7 +161,8 @@ async def add_comparison(request: Request) -> dict:
     except ValueError as e:  # its message starts with the field
         raise invalid_request(str(e)) from e
     new = feedback.comparisons.add(comparison)
-    return {"type": "comparison", "id": comparison.id, "choice": comparison.choice, "new": new}
+    stored = comparison if new else feedback.comparisons.get(comparison.id)
+    return {"type": "comparison", "id": stored.id, "choice": stored.choice, "new": new}
 
 
 router.include_router(api)

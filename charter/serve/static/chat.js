@@ -1,10 +1,9 @@
-"use strict";
-// The web chat: a client of this server's Messages API, streamed with fetch and parsed as
-// server-sent events. Model output is untrusted: Markdown is rendered by markdown-it with raw
-// HTML off (a "<script>" shows as text) and its link check on (no javascript: URLs), and the
-// page's Content-Security-Policy allows no inline script and no remote images.
+// The web chat: a client of this server's Messages API (streamed, through client.js). Model
+// output is untrusted: Markdown is rendered by markdown-it with raw HTML off (a "<script>" shows
+// as text) and its link check on (no javascript: URLs), and the page's Content-Security-Policy
+// allows no inline script and no remote images.
 
-const $ = (id) => document.getElementById(id);
+import { $, clearError, loadModels, messageEvents, setBusy, showError, withKey } from "./client.js";
 
 const markdown = window.markdownit({ html: false, linkify: true });
 // Links open in a new tab that gets no handle on this one.
@@ -18,46 +17,6 @@ markdown.renderer.rules.link_open = (tokens, i, options, env, self) => {
 
 const history = []; // the conversation so far, as Messages API messages
 let controller = null; // aborts the request under way
-
-function requestHeaders() {
-  const headers = { "content-type": "application/json", "anthropic-version": "2023-06-01" };
-  const key = $("api-key").value.trim();
-  if (key) headers["x-api-key"] = key;
-  return headers;
-}
-
-function showError(message) {
-  $("error-text").textContent = message;
-  $("error").hidden = false;
-}
-
-function clearError() {
-  $("error").hidden = true;
-}
-
-async function describeFailure(response) {
-  try {
-    const body = await response.json();
-    return `${response.status} ${body.error.type}: ${body.error.message}`;
-  } catch {
-    return `${response.status} ${response.statusText}`;
-  }
-}
-
-async function loadModels() {
-  const select = $("model");
-  const previous = select.value;
-  try {
-    const response = await fetch("/v1/models?limit=1000", { headers: requestHeaders() });
-    if (!response.ok) throw new Error(await describeFailure(response));
-    const page = await response.json();
-    select.replaceChildren(...page.data.map((m) => new Option(m.display_name, m.id)));
-    if (page.data.some((m) => m.id === previous)) select.value = previous;
-    clearError();
-  } catch (error) {
-    showError(`Could not list the models: ${error.message}`);
-  }
-}
 
 // ---- the conversation view ----
 
@@ -124,41 +83,11 @@ function toParam(block) {
 
 // ---- streaming ----
 
-/** Server-sent events of `response`, as {event, data} with data parsed from JSON. */
-async function* serverSentEvents(response) {
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const frame = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let event = "message";
-      let data = "";
-      for (const line of frame.split("\n")) {
-        if (line.startsWith("event:")) event = line.slice(6).trim();
-        else if (line.startsWith("data:")) data += line.slice(5).trim();
-      }
-      if (data) yield { event, data: JSON.parse(data) };
-    }
-  }
-}
-
-function setBusy(busy) {
-  $("send").disabled = busy;
-  $("stop").disabled = !busy;
-  $("status").textContent = busy ? "Generating…" : "";
-}
-
 function requestBody() {
   const body = {
     model: $("model").value,
     max_tokens: Number($("max-tokens").value),
     temperature: Number($("temperature").value),
-    stream: true,
     messages: history,
   };
   const system = $("system").value.trim();
@@ -181,14 +110,7 @@ async function send(text) {
   controller = new AbortController();
   setBusy(true);
   try {
-    const response = await fetch("/v1/messages", {
-      method: "POST",
-      headers: requestHeaders(),
-      body: JSON.stringify(requestBody()),
-      signal: controller.signal,
-    });
-    if (!response.ok) throw new Error(await describeFailure(response));
-    for await (const { event, data } of serverSentEvents(response)) {
+    for await (const { event, data } of messageEvents(requestBody(), controller.signal)) {
       if (event === "content_block_start") {
         const block = { ...data.content_block };
         if (block.type === "tool_use") block.partial_json = "";
@@ -206,8 +128,6 @@ async function send(text) {
         answer.scrollIntoView({ block: "end" });
       } else if (event === "message_delta") {
         outcome = `${data.delta.stop_reason} · ${data.usage.output_tokens} tokens`;
-      } else if (event === "error") {
-        throw new Error(`${data.error.type}: ${data.error.message}`);
       }
     }
     addNote(answer, outcome || "the stream ended early");
@@ -256,12 +176,4 @@ $("new-chat").addEventListener("click", () => {
   clearError();
 });
 
-$("error-close").addEventListener("click", clearError);
-
-$("api-key").value = sessionStorage.getItem("charter-api-key") || "";
-$("api-key").addEventListener("change", () => {
-  sessionStorage.setItem("charter-api-key", $("api-key").value.trim());
-  loadModels();
-});
-
-loadModels();
+withKey(() => loadModels($("model")));
