@@ -1,12 +1,14 @@
 """Small file helpers shared by every stage: JSON that names its file and line on error, atomic
 directory writes (temp dir, fsync, rename) so a crash never leaves half a checkpoint, and JSONL
-written whole or a batch of scored rows at a time."""
+written whole or a batch of scored rows at a time, and the SQLite databases of findings and
+comparisons opened one way."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -170,3 +172,16 @@ class ResumableJsonl:
             f.flush()
             os.fsync(f.fileno())
         self.rows += rows
+
+
+def open_sqlite(path: str | Path, schema: str) -> sqlite3.Connection:
+    """A connection to the SQLite database at `path` (created with its folder when new) with the
+    table in `schema` (a CREATE TABLE IF NOT EXISTS). Shared by threads (a server's handlers) and
+    in autocommit mode, so each `with connection:` block is one transaction; WAL so that readers
+    never block the writer."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(schema)
+    return connection

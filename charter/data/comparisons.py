@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from charter import chat
 from charter.data.preferences import HUMAN, preference_row
-from charter.files import write_jsonl
+from charter.files import open_sqlite, write_jsonl
 
 A, B, TIE = "a", "b", "tie"  # reply A is better · reply B is better · equally good
 CHOICES = (A, B, TIE)
@@ -70,10 +69,7 @@ class Comparisons:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-        self._db.execute(_SCHEMA)
+        self._db = open_sqlite(self.path, _SCHEMA)
 
     def add(self, comparison: Comparison) -> bool:
         """Store `comparison` unless one with its id is there; whether it was new."""

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from charter.files import open_sqlite
 
 TRAIN, HELDOUT, HUMAN = "train", "heldout", "human"  # where an attack's seed came from
 SPLITS = (TRAIN, HELDOUT, HUMAN)
@@ -111,10 +112,7 @@ class Findings:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-        self._db.execute(_SCHEMA)
+        self._db = open_sqlite(self.path, _SCHEMA)
 
     def add(self, findings: Iterable[Finding]) -> int:
         """Store findings in one transaction (a crash keeps all or none of them); one already
