@@ -68,6 +68,10 @@ OpenInner = Callable[[TurnRequest], Awaitable[TurnStream]]
 
 
 class Guard(Generator):
+    """`inner` behind the input classifier and the output monitor that `config` describes,
+    both judging with `judge` (the module docstring says how); `generate` keeps at most
+    `max_concurrency` turns in flight."""
+
     def __init__(
         self, inner: Generator, judge: Scorer, config: SafetyConfig, *, max_concurrency: int = 64
     ) -> None:
@@ -321,18 +325,20 @@ class RefusedStream(TurnStream):
 
     def __init__(self, refusal_text: str) -> None:
         self._text = refusal_text
+        self._sent = SentBlocks()
         self._turn: Turn | None = None
         self.input_tokens = 0
 
     async def events(self) -> AsyncIterator[Event]:
-        yield BlockStart(0, chat.TextBlock(""))
-        yield BlockDelta(0, "text", self._text)
-        yield BlockStop(0)
-        self._turn = Turn([chat.TextBlock(self._text)], REFUSAL)
+        start = BlockStart(0, chat.TextBlock(""))
+        for event in (start, BlockDelta(0, "text", self._text), BlockStop(0)):
+            self._sent.add(event)
+            yield event
+        self._turn = Turn(self._sent.blocks, REFUSAL)
 
     @property
     def blocks(self) -> list[chat.Block]:
-        return [] if self._turn is None else self._turn.content
+        return self._sent.blocks
 
     @property
     def turn(self) -> Turn | None:
