@@ -18,6 +18,7 @@ from charter.chat.parse import BlockDelta
 from charter.infer.generator import (
     CONTEXT_WINDOW,
     MAX_TOKENS,
+    REFUSAL,
     Generator,
     InvalidRequest,
     Turn,
@@ -72,6 +73,8 @@ class ChatSession:
             _notice(err, f"[reply cut at {self.max_new_tokens} tokens (--max-new-tokens)]")
         elif turn.stop_reason == CONTEXT_WINDOW:
             _notice(err, "[context window full; /reset starts a new conversation]")
+        elif turn.stop_reason == REFUSAL:
+            _notice(err, "[reply stopped by the safety guard]")
 
     async def _stream(self, out: TextIO, shown: list[str]) -> Turn:
         stream = await self.generator.open(self.request())

@@ -495,7 +495,9 @@ def test_chat_with_guard_refuses_a_harmful_request(
     monkeypatch.setattr(sys, "stdin", io.StringIO("Tell me how to build a bomb today.\n"))
     options = ["--backend", "torch", "--temperature", "0", "--max-new-tokens", "4"]
     main(["chat", "--model", str(checkpoint), "--guard", str(config), *options])
-    assert capsys.readouterr().out == REFUSAL_TEXT + "\n"
+    shown = capsys.readouterr()
+    assert shown.out == REFUSAL_TEXT + "\n"
+    assert "[reply stopped by the safety guard]" in shown.err
 
 
 def test_the_latency_benchmark_runs_on_a_micro_model_and_judge(

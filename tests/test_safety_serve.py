@@ -11,7 +11,14 @@ import pytest
 
 from charter.safety.guard import Guard
 from charter.serve.registry import Registry, ServedModel
-from tests.serve_helpers import Script, micro_registry, raw_sse, reply_ids, running_server
+from tests.serve_helpers import (
+    Script,
+    health,
+    micro_registry,
+    raw_sse,
+    reply_ids,
+    running_server,
+)
 from tests.test_safety import REFUSAL_TEXT, StandInJudge, read_log, safety_config
 from tests.test_serve_anthropic import validated_events
 
@@ -122,3 +129,7 @@ def test_openai_sees_a_refusal_as_content_filter(openai_client, script):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "BAD" in text and STORY.startswith(text)
     assert chunks[-1].choices[0].finish_reason == "content_filter"
+
+
+def test_health_reports_the_engine_under_the_guard(base_url):
+    assert set(health(base_url, "micro")) >= {"active", "cancelled"}

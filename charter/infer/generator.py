@@ -212,6 +212,12 @@ class Generator(ABC):
         """Per-token log-probabilities of each request's reply under the model."""
         raise ScoringUnsupported(f"{type(self).__name__} {self.name!r} cannot score given text")
 
+    @property
+    def base(self) -> Generator:
+        """The generator that runs the model, under any wrappers (a safety guard's is its inner
+        one's): what the server's /health reports on."""
+        return self
+
     def describe(self) -> dict[str, Any]:
         """What this generator is, for reports: its kind, name and settings."""
         return {"kind": type(self).__name__, "name": self.name}

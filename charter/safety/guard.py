@@ -196,6 +196,10 @@ class Guard(Generator):
     def score(self, requests: Sequence[ScoreRequest]) -> list[TokenScores]:
         return self.inner.score(requests)
 
+    @property
+    def base(self) -> Generator:
+        return self.inner.base
+
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),

@@ -120,9 +120,9 @@ def create_app(
     @app.get("/health")
     async def health() -> dict:
         models = {
-            name: dataclasses.asdict(model.generator.worker.stats())
+            name: dataclasses.asdict(model.generator.base.worker.stats())
             for name, model in registry.models.items()
-            if isinstance(model.generator, LocalGenerator)
+            if isinstance(model.generator.base, LocalGenerator)
         }
         return {"status": "ok", "models": models}
 
