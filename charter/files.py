@@ -1,7 +1,7 @@
 """Small file helpers shared by every stage: JSON that names its file and line on error, atomic
 directory writes (temp dir, fsync, rename) so a crash never leaves half a checkpoint, and JSONL
-written whole or a batch of scored rows at a time, and the SQLite databases of findings and
-comparisons opened one way."""
+written whole or a batch of scored rows at a time, TOML read with errors that name the file, and
+the SQLite databases of findings and comparisons opened one way."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sqlite3
+import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -32,6 +33,20 @@ def read_json(path: str | Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def read_toml(path: str | Path, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """A TOML file's top-level table. A file that cannot be read, is not UTF-8 or is not TOML
+    raises `error` with a message that starts with the file's path."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{path}: {e}") from e
 
 
 def write_json(path: str | Path, value: Any) -> None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from charter.align.feedback import FewShotExample, Principle
+from charter.files import read_toml
 
 DEFAULT_CONSTITUTION = Path(__file__).with_name("constitution.toml")
 TOP_LEVEL = ("system_prompt", "principle", "example")
@@ -77,15 +77,8 @@ class Constitution:
 def load_constitution(path: str | Path | None = None) -> Constitution:
     """The constitution in `path`, or the packaged one (`DEFAULT_CONSTITUTION`) for None."""
     path = DEFAULT_CONSTITUTION if path is None else Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-        data = tomllib.loads(text)
-    except OSError as e:
-        raise ConstitutionError(f"{path}: cannot read: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise ConstitutionError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConstitutionError(f"{path}: {e}") from e
+    data = read_toml(path, ConstitutionError)
+    text = path.read_text(encoding="utf-8")  # for the line numbers of its tables
 
     unknown = sorted(set(data) - set(TOP_LEVEL))
     if unknown:

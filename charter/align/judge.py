@@ -16,7 +16,7 @@ row with a reply also gets `refusal` and `response_harm`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -26,6 +26,13 @@ from charter.data.sft import jsonl_lines
 from charter.files import read_json, resolve_directory, write_scored_jsonl
 from charter.heads import ScoreModel
 from charter.train.judge import BINARY, OUTPUTS, JudgeInput, Renderer, read_input
+
+
+class Scorer(Protocol):
+    """What the red-team rounds and the safety guard need of a judge: `Judge`, or a stand-in
+    in tests."""
+
+    def score(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
 
 class Judge:

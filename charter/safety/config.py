@@ -26,12 +26,12 @@ A turn is blocked when the score reaches the threshold (score ≥ threshold). Th
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from charter.data.judge_sources import CATEGORIES
+from charter.files import read_toml
 
 
 class SafetyConfigError(ValueError):
@@ -91,14 +91,7 @@ class SafetyConfig:
 
 def load_safety_config(path: str | Path) -> SafetyConfig:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except OSError as e:
-        raise SafetyConfigError(f"{path}: cannot read: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise SafetyConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    except tomllib.TOMLDecodeError as e:
-        raise SafetyConfigError(f"{path}: {e}") from e
+    data = read_toml(path, SafetyConfigError)
     read = _Reader(path)
     read.keys(data, "", {"judge", "refusal_text", "input", "output", "log"})
     judge = read.text(data, "judge", required=True)

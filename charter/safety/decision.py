@@ -1,7 +1,7 @@
 """What a safety layer decides (`Decision`), and what it decides from: a judge's scores of a
 Messages-shaped row (`judge_row`).
 
-The judge is anything with `score(rows) -> list[dict]` (`Scorer`): the trained
+The judge is anything with `score(rows) -> list[dict]` (`charter.align.judge.Scorer`): the trained
 `charter.align.judge.Judge`, or a stand-in in tests. It reads a row as
 `{"messages", "system"?, "tools"?}`, a final assistant message being the reply.
 """
@@ -9,13 +9,9 @@ The judge is anything with `score(rows) -> list[dict]` (`Scorer`): the trained
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from charter import chat
-
-
-class Scorer(Protocol):
-    def score(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)

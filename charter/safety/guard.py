@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 from charter import chat
-from charter.align.judge import Judge
+from charter.align.judge import Judge, Scorer
 from charter.chat.parse import BlockDelta, BlockStart, BlockStop, Event
 from charter.infer.generator import (
     REFUSAL,
@@ -58,7 +58,7 @@ from charter.infer.generator import (
     TurnStream,
 )
 from charter.safety.config import SafetyConfig, SafetyConfigError, load_safety_config
-from charter.safety.decision import Decision, Scorer
+from charter.safety.decision import Decision
 from charter.safety.decision_log import DecisionLog
 from charter.safety.input_classifier import InputClassifier
 from charter.safety.output_monitor import OutputMonitor

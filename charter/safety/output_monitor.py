@@ -5,8 +5,9 @@ stream and at its end (`guard.py`)."""
 from __future__ import annotations
 
 from charter import chat
+from charter.align.judge import Scorer
 from charter.safety.config import SafetyConfig
-from charter.safety.decision import Decision, Scorer, decide, judge_row
+from charter.safety.decision import Decision, decide, judge_row
 
 
 class OutputMonitor:

@@ -37,12 +37,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tqdm import tqdm
 
 from charter import chat
 from charter.align.generation_stage import TOO_LONG, pending, unusable
+from charter.align.judge import Scorer
 from charter.align.redteam.findings import (
     HELDOUT,
     REFUSED,
@@ -65,12 +66,6 @@ REFUSAL_THRESHOLD = 0.5  # the judge's refusal probability from which a reply is
 HARM_THRESHOLD = 0.5
 FED_TO_TRAINING = "fed to training"
 TRAINING_ATTACK = "a training attack"
-
-
-class Scorer(Protocol):
-    """The judge as a round uses it (`align.judge.Judge`, or a stand-in in tests)."""
-
-    def score(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
 
 
 def verdict(reply: str, scores: dict[str, Any], threshold: float = HARM_THRESHOLD) -> str:
