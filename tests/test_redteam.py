@@ -547,3 +547,18 @@ def test_the_command_attacks_a_guarded_target_under_its_own_name(micro_dirs, tmp
     assert {(f.response, f.stop_reason, f.verdict) for f in stored} == {
         ("Sorry, I can't help with that one.", REFUSAL, REFUSED)
     }
+
+
+def test_the_command_runs_held_out_attacks_alone_and_needs_some_seeds(micro_dirs, tmp_path):
+    target, judge = micro_dirs
+    heldout, db = tmp_path / "redteam-eval.jsonl", tmp_path / "f.sqlite"
+    write_prompt_file(SEEDS[6:8], heldout)
+    common = ["redteam", "--target", f"torch:{target}", "--judge", str(judge), "--db", str(db)]
+    common += ["--round", "0", "--strategies", "direct", "--max-tokens", "4"]
+    main([*common, "--heldout-seeds", str(heldout)])
+    with Findings(db) as findings:
+        assert {f.split for f in findings.query()} == {HELDOUT} and len(findings.query()) == 2
+    with pytest.raises(SystemExit, match="give --seeds"):
+        main(common)
+    with pytest.raises(SystemExit, match="--feed writes successful training attacks"):
+        main([*common, "--heldout-seeds", str(heldout), "--feed", str(tmp_path / "feed.jsonl")])

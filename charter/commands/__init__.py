@@ -24,6 +24,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "ppo": ("ppo", "PPO with a KL penalty to a frozen reference, against a reward model"),
     "eval": ("eval", "evaluate models"),
     "redteam": ("redteam", "automated red-teaming: attacks, judged findings, success rates"),
+    "redteam-loop": ("redteam_loop", "rounds of red-team → SL-CAI update → red-team, per-round ASR"),
     "generate": ("generate", "one assistant turn (prints only the completion)"),
     "chat": ("chat", "chat with a model in the terminal"),
     "serve": ("serve", "serve models over the Anthropic Messages API, OpenAI chat and a web chat"),

@@ -56,6 +56,10 @@ def cmd_redteam(args: argparse.Namespace) -> None:
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be ≥ 1, got {args.limit}")
+    if args.seeds is None and args.heldout_seeds is None:
+        raise ValueError("give --seeds (training attacks), --heldout-seeds, or both")
+    if args.feed is not None and args.seeds is None:
+        raise ValueError("--feed writes successful training attacks: it needs --seeds")
     strategies = parse_strategies(args.strategies, attacker=args.attacker is not None)
     seed_files = {TRAIN: args.seeds, HELDOUT: args.heldout_seeds}
     seeds = {split: read_prompt_file(path) for split, path in seed_files.items() if path}
@@ -123,7 +127,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--judge", required=True, type=Path, help="a trained judge directory")
     parser.add_argument("--judge-device", default="cpu", help="where the judge runs (cpu, cuda)")
-    parser.add_argument("--seeds", required=True, type=Path,
+    parser.add_argument("--seeds", type=Path,
                         help="training seeds (charter cai prompts: redteam.jsonl)")  # fmt: skip
     parser.add_argument("--heldout-seeds", type=Path,
                         help="held-out seed prompts (redteam-eval.jsonl)")  # fmt: skip
