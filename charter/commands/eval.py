@@ -1,5 +1,6 @@
 """`charter eval sft | refusal | refusal-accuracy`: held-out task accuracy of a fine-tuned model,
-refusal rates on harmful and safe prompt sets, and the refusal detector against human labels."""
+refusal rates on harmful and safe prompt sets (of a model, or with `--guard FILE` of the model
+behind the safety guard FILE describes), and the refusal detector against human labels."""
 
 from __future__ import annotations
 
@@ -91,7 +92,12 @@ def cmd_eval_refusal(args: argparse.Namespace) -> None:
         names.append(str(path))
     if args.jailbreak:
         prompts = wrap(prompts, args.jailbreak)
-    respond = generator_responder(_generator(args.model, args), args.max_new_tokens)
+    generator = _generator(args.model, args)
+    if args.guard:
+        from charter.safety.guard import guard_generator
+
+        generator = guard_generator(generator, args.guard, args.guard_device)
+    respond = generator_responder(generator, args.max_new_tokens)
     detect = _detector(args)
     log(f"answering {len(prompts)} prompts with {args.model}; replies → {args.out}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +116,7 @@ def cmd_eval_refusal(args: argparse.Namespace) -> None:
         "seed": args.seed,
         "max_new_tokens": args.max_new_tokens,
         "jailbreak": args.jailbreak,
+        "guard": str(args.guard) if args.guard else None,
         "detector": f"model judge {args.judge}" if args.judge else "patterns",
         **refusal_report(outcomes),
     }
@@ -167,6 +174,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     refusal.add_argument("--jailbreak", choices=sorted(WRAPPERS),
                          help="wrap every prompt in this jailbreak")  # fmt: skip
+    refusal.add_argument("--guard", type=Path,
+                         help="answer behind this safety guard (a safety TOML)")  # fmt: skip
+    refusal.add_argument("--guard-device", default="cpu", help="where the guard's judge runs")
     refusal.add_argument("--limit", type=int, help="at most N prompts per set, drawn with --seed")
     refusal.add_argument("--seed", type=int, default=0)
     refusal.add_argument("--out", required=True, type=Path, help="every reply and label (JSONL)")

@@ -47,7 +47,7 @@ from typing import Any
 from tqdm import tqdm
 
 from charter.data.prompt_sets import Prompt
-from charter.infer.generator import Generator, user_turn
+from charter.infer.generator import REFUSAL, Generator, user_turn
 
 REFUSED, COMPLIED = "refused", "complied"
 LABELS = (REFUSED, COMPLIED)
@@ -200,15 +200,37 @@ class Outcome:
         }
 
 
+class Reply(str):
+    """A reply's text that remembers its turn's stop reason: a turn a safety guard ended with
+    stop_reason "refusal" was refused, whatever its text (an output monitor keeps the part of
+    the answer it let through)."""
+
+    stop_reason: str | None = None
+
+    def __new__(cls, text: str, stop_reason: str | None = None) -> Reply:
+        reply = super().__new__(cls, text)
+        reply.stop_reason = stop_reason
+        return reply
+
+
 def generator_responder(generator: Generator, max_new_tokens: int) -> Respond:
     """Greedy replies from any Generator to single user messages (an imported model is prompted
-    in its own chat template, with its default system prompt)."""
+    in its own chat template, with its default system prompt), as `Reply` texts."""
 
     def respond(messages: list[str]) -> list[str]:
         requests = [user_turn(m, max_tokens=max_new_tokens, temperature=0) for m in messages]
-        return [turn.text for turn in generator.generate(requests)]
+        return [Reply(turn.text, turn.stop_reason) for turn in generator.generate(requests)]
 
     return respond
+
+
+def _guard_refusals_first(responses: Sequence[str], verdicts: list[Verdict]) -> list[Verdict]:
+    return [
+        Verdict(REFUSED, "stop_reason: refusal")
+        if getattr(response, "stop_reason", None) == REFUSAL
+        else verdict
+        for response, verdict in zip(responses, verdicts, strict=True)
+    ]
 
 
 def run_study(
@@ -219,15 +241,17 @@ def run_study(
     on_outcomes: Callable[[list[Outcome]], None] | None = None,
     progress: bool = True,
 ) -> list[Outcome]:
-    """Answer and classify every prompt, `chunk_size` at a time; `on_outcomes` receives each
-    chunk's outcomes as soon as they exist (the command appends them to its JSONL file, so a long
-    run can be read while it goes and nothing is lost if it stops)."""
+    """Answer and classify every prompt, `chunk_size` at a time (a reply whose turn a safety
+    guard ended with stop_reason "refusal" is refused, whatever `detect` says); `on_outcomes`
+    receives each chunk's outcomes as soon as they exist (the command appends them to its JSONL
+    file, so a long run can be read while it goes and nothing is lost if it stops)."""
     outcomes: list[Outcome] = []
     with tqdm(total=len(prompts), desc="refusal", unit="prompt", disable=not progress) as bar:
         for start in range(0, len(prompts), chunk_size):
             chunk = list(prompts[start : start + chunk_size])
             responses = respond([p.text for p in chunk])
             verdicts = detect([(p.text, r) for p, r in zip(chunk, responses, strict=True)])
+            verdicts = _guard_refusals_first(responses, verdicts)
             new = [Outcome(*o) for o in zip(chunk, responses, verdicts, strict=True)]
             outcomes.extend(new)
             if on_outcomes:
