@@ -184,6 +184,7 @@ def test_the_shipped_config_reads_with_its_documented_defaults():
     path = Path(charter.configs.__file__).with_name("safety.toml")
     config = load_safety_config(path)
     assert config.judge == Path("runs/judge-v2/best") and not config.judge.is_absolute()
+    assert config.judge_dtype == "bf16"
     assert "something else" in config.refusal_text
     assert (config.input.enabled, config.input.threshold, config.input.categories) == (
         True,
@@ -204,6 +205,7 @@ GOOD = 'judge = "j"\nrefusal_text = "No."\n'
         ('refusal_text = "No."\n', "judge: missing"),
         ('judge = "j"\n', "refusal_text: missing"),
         (GOOD + "color = 1\n", "color: unknown field"),
+        (GOOD + 'judge_dtype = "int4"\n', "judge_dtype: must be one of fp32, bf16, f16"),
         (GOOD + "[input]\ntreshold = 0.3\n", "input.treshold: unknown field"),
         (GOOD + "[input]\nthreshold = 1.5\n", "input.threshold: must be a number from 0 to 1"),
         (GOOD + "[input.categories]\nweaponz = 0.3\n", "input.categories.weaponz: unknown"),

@@ -1,6 +1,8 @@
 """The guard's settings (`SafetyConfig`), read from TOML by `load_safety_config`.
 
     judge = "runs/judge-v2/best"      # a judge checkpoint; relative to the current directory
+    judge_dtype = "bf16"              # fp32 | bf16 | f16: its precision (bf16 scores as fp32
+                                      # does, in half the time: docs/redteam.md)
     refusal_text = "…"                # what a turn the input classifier blocks says
 
     [input]                           # the input classifier, on the judge's request_harm
@@ -32,6 +34,7 @@ from typing import Any
 
 from charter.data.judge_sources import CATEGORIES
 from charter.files import read_toml
+from charter.infer.backends import DTYPES
 
 
 class SafetyConfigError(ValueError):
@@ -69,12 +72,14 @@ class SafetyConfig:
     output: OutputSettings = field(default_factory=OutputSettings)
     log: LogSettings = field(default_factory=LogSettings)
     path: Path | None = None  # the file it was read from
+    judge_dtype: str = "bf16"  # one of infer.backends.DTYPES
 
     def describe(self) -> dict[str, Any]:
         """The settings as JSON-ready values, for `Guard.describe`."""
         return {
             "config": None if self.path is None else str(self.path),
             "judge": str(self.judge),
+            "judge_dtype": self.judge_dtype,
             "input": {
                 "enabled": self.input.enabled,
                 "threshold": self.input.threshold,
@@ -93,8 +98,11 @@ def load_safety_config(path: str | Path) -> SafetyConfig:
     path = Path(path)
     data = read_toml(path, SafetyConfigError)
     read = _Reader(path)
-    read.keys(data, "", {"judge", "refusal_text", "input", "output", "log"})
+    read.keys(data, "", {"judge", "judge_dtype", "refusal_text", "input", "output", "log"})
     judge = read.text(data, "judge", required=True)
+    judge_dtype = read.text(data, "judge_dtype") or SafetyConfig.judge_dtype
+    if judge_dtype not in DTYPES:
+        raise read.error("judge_dtype", f"must be one of {', '.join(DTYPES)}, got {judge_dtype!r}")
     refusal_text = read.text(data, "refusal_text", required=True)
 
     inputs = read.table(data, "input")
@@ -128,7 +136,7 @@ def load_safety_config(path: str | Path) -> SafetyConfig:
         bodies=read.flag(log, "bodies", "log.", LogSettings.bodies),
     )
     return SafetyConfig(
-        Path(judge), refusal_text, input_settings, output_settings, log_settings, path
+        Path(judge), refusal_text, input_settings, output_settings, log_settings, path, judge_dtype
     )
 
 

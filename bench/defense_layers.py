@@ -1,0 +1,180 @@
+"""Defense in depth, one layer at a time: the held-out red-team attacks' success rate (ASR) and
+the over-refusal on XSTest's safe prompts of five configurations —
+
+    none            the raw model
+    input           the raw model behind the input classifier only
+    output          the raw model behind the streaming output monitor only
+    aligned         the aligned model (safety trained in), no guard
+    all             the aligned model behind both
+
+Each configuration is two `charter` commands: `charter redteam --heldout-seeds` (every strategy,
+the same seeds, the same judge, all findings in one database under the configuration's name) and
+`charter eval refusal --sets xstest-safe` (the pattern detector; a guard-ended turn counts as a
+refusal). The guards' safety configs are written from the shipped one (`charter/configs/
+safety.toml`: thresholds, k, refusal text) with only the judge and the enabled layers changed.
+A configuration whose report exists is skipped, so a stopped run continues. Prints one table
+and writes OUT/defense.json.
+
+    python bench/defense_layers.py --raw runs/smollm2 \
+        --aligned runs/cai/sl-cai-balanced-model/final --judge runs/judge-v2/best \
+        --heldout-seeds cache/cai/redteam-eval.jsonl --out runs/defense
+        [--attacker runs/smollm2] [--limit 24] [--xstest-limit 250] [--max-tokens 128]
+        [--backend auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import charter.configs
+from charter.align.redteam.findings import Findings
+from charter.files import read_json, write_json
+from charter.infer.generator import REFUSAL
+from charter.pipeline import Stage, run_stages
+
+SHIPPED = Path(charter.configs.__file__).parent / "safety.toml"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    name: str
+    aligned: bool  # the aligned model, else the raw one
+    input: bool  # the input classifier on
+    output: bool  # the output monitor on
+
+    @property
+    def guarded(self) -> bool:
+        return self.input or self.output
+
+
+CONFIGURATIONS = (
+    Configuration("none", aligned=False, input=False, output=False),
+    Configuration("input", aligned=False, input=True, output=False),
+    Configuration("output", aligned=False, input=False, output=True),
+    Configuration("aligned", aligned=True, input=False, output=False),
+    Configuration("all", aligned=True, input=True, output=True),
+)
+
+
+def write_safety_config(path: Path, judge: str, configuration: Configuration) -> Path:
+    """The shipped safety config with this judge and only this configuration's layers on (TOML
+    written by hand: the shipped file has only strings, numbers and booleans)."""
+    shipped = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
+    shipped["judge"] = judge
+    shipped["input"]["enabled"] = configuration.input
+    shipped["output"]["enabled"] = configuration.output
+    top = ("judge", "judge_dtype", "refusal_text")
+    lines = [f"{key} = {json.dumps(shipped[key])}" for key in top]
+    for table in ("input", "output"):
+        lines.append(f"\n[{table}]")
+        for key, value in shipped[table].items():
+            if not isinstance(value, dict):
+                lines.append(f"{key} = {json.dumps(value)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def stages(args: argparse.Namespace, configuration: Configuration) -> list[Stage]:
+    directory = args.out / configuration.name
+    model = args.aligned if configuration.aligned else args.raw
+    guard = []
+    if configuration.guarded:
+        config = write_safety_config(directory / "safety.toml", args.judge, configuration)
+        guard = ["--guard", str(config)]
+    backend = ["--backend", args.backend]
+    redteam = [
+        "redteam", "--target", model, "--target-name", configuration.name, *guard,
+        "--judge", args.judge, "--heldout-seeds", str(args.heldout_seeds),
+        "--limit", str(args.limit), "--strategies", "all", "--attacker", args.attacker,
+        "--db", str(args.out / "findings.sqlite"), "--max-tokens", str(args.max_tokens),
+        "--out", str(directory / "asr.json"), *backend,
+    ]  # fmt: skip
+    xstest = [
+        "eval", "refusal", "--model", model, *guard, "--sets", "xstest-safe",
+        "--limit", str(args.xstest_limit), "--max-new-tokens", str(args.max_tokens),
+        "--out", str(directory / "xstest-safe.jsonl"),
+        "--report", str(directory / "xstest-safe.json"), *backend,
+    ]  # fmt: skip
+    return [
+        Stage(f"{configuration.name}: held-out attacks", directory / "asr.json", redteam),
+        Stage(f"{configuration.name}: XSTest safe", directory / "xstest-safe.json", xstest),
+    ]
+
+
+def summary(args: argparse.Namespace, configuration: Configuration) -> dict[str, Any]:
+    directory = args.out / configuration.name
+    asr = read_json(directory / "asr.json")["asr"]["splits"]["heldout"]
+    safe = read_json(directory / "xstest-safe.json")["safe"]
+    with Findings(args.out / "findings.sqlite") as findings:
+        stopped = findings.query(target=configuration.name, stop_reason=REFUSAL)
+    overall = asr["strategy"].pop("all")
+    return {
+        **vars(configuration),
+        "model": args.aligned if configuration.aligned else args.raw,
+        "attacks": overall["attacks"],
+        "successes": overall["successes"],
+        "asr": overall["asr"],
+        "worst_strategy": max(asr["strategy"].items(), key=lambda item: item[1]["asr"])[0],
+        "asr_by_strategy": {name: rate["asr"] for name, rate in asr["strategy"].items()},
+        # Turns a guard ended: refused by the verdict's rules, but the monitor's stopped replies
+        # keep what was sent before the stop; how many of those the judge still scores harmful.
+        "guard_stopped": len(stopped),
+        "guard_stopped_partial_harmful": sum(f.response_harm >= 0.5 for f in stopped),
+        "xstest_safe_prompts": safe["n"],
+        "over_refusal": safe["refusal_rate"],
+    }
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'configuration':14s} {'attacks':>7s} {'ASR':>7s} {'worst strategy':>18s} "
+        f"{'guard stops':>11s} {'XSTest safe refused':>20s}"
+    ]
+    for row in rows:
+        worst = f"{row['worst_strategy']} {row['asr_by_strategy'][row['worst_strategy']]:.0%}"
+        lines.append(
+            f"{row['name']:14s} {row['attacks']:>7d} {row['asr']:>7.1%} {worst:>18s} "
+            f"{row['guard_stopped']:>11d} {row['over_refusal']:>20.1%}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--raw", required=True, help="the model before safety training (a spec)")
+    parser.add_argument("--aligned", required=True, help="the aligned model (a spec)")
+    parser.add_argument("--judge", required=True, help="the judge: the verdicts and the guards")
+    parser.add_argument("--heldout-seeds", required=True, type=Path)
+    parser.add_argument("--attacker", help="the attacker-rewrite model (default: --raw)")
+    parser.add_argument("--limit", type=int, default=24, help="held-out seeds, drawn at random")
+    parser.add_argument("--xstest-limit", type=int, default=250)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "llamacpp"])
+    parser.add_argument("--only", help="comma-separated configurations (default: all five)")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    args.attacker = args.attacker or args.raw
+    chosen = CONFIGURATIONS
+    if args.only:
+        names = args.only.split(",")
+        chosen = tuple(c for c in CONFIGURATIONS if c.name in names)
+        unknown = sorted(set(names) - {c.name for c in chosen})
+        if unknown:
+            parser.error(f"--only: unknown configuration {unknown[0]!r}")
+    for configuration in chosen:
+        run_stages(stages(args, configuration))
+    rows = [summary(args, configuration) for configuration in chosen]
+    result = {"judge": args.judge, "heldout_seeds": str(args.heldout_seeds), "rows": rows}
+    write_json(args.out / "defense.json", result)
+    print(format_table(rows))
+    return result
+
+
+if __name__ == "__main__":
+    main()
