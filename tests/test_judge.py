@@ -205,6 +205,23 @@ def test_long_texts_lose_their_middle(tokenizer):
     assert renderer.ids(JudgeInput(item.request, "short"))[1] is False
 
 
+def test_a_long_conversation_loses_its_oldest_exchanges_first(tokenizer):
+    def message(role, text):
+        return chat.Message(role, [chat.TextBlock(text)])
+
+    filler = " ".join(f"old{i}" for i in range(40))
+    turns = [message("user", f"first {filler}"), message("assistant", f"sure {filler}")]
+    turns += [message("user", "second question"), message("assistant", "an answer")]
+    item = JudgeInput(chat.Conversation([*turns, message("user", "the last one")]), "Reply.")
+    ids, truncated = Renderer(tokenizer, 100).ids(item)
+    text = tokenizer.decode(ids)
+    assert truncated and len(ids) <= 100
+    assert "first" not in text and "sure" not in text  # the oldest exchange, whole
+    assert "second question" in text and "the last one" in text and "Reply." in text
+    one = JudgeInput(chat.Conversation([message("user", filler * 5)]), None)
+    assert len(Renderer(tokenizer, 60).ids(one)[0]) <= 60  # then the last message's middle
+
+
 def test_judge_learns_a_separable_set(trained):
     last = read_metrics(trained / "metrics.jsonl")[-1]
     assert last["heldout/request_harm/accuracy"] >= 0.95

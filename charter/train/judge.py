@@ -186,24 +186,27 @@ class Renderer:
         return self.format.scored(item.request, reply, thinking=False).ids
 
     def _shorten(self, item: JudgeInput, overflow: int) -> JudgeInput:
-        """`item` with `overflow` tokens (and the marker's) cut from the middle of its reply,
-        then of its last user message."""
+        """`item` without its oldest exchange (user message and reply) while it has earlier
+        ones, one at a time (`ids` calls it again until the rendering fits); then with
+        `overflow` tokens (and the marker's) cut from the middle of its reply, then of its last
+        user message."""
+        *earlier, last = item.request.messages
+        if earlier:
+            later = earlier[2:] if earlier[0].role == "user" else earlier[1:]
+            return JudgeInput(chat.Conversation([*later, last], item.request.system), item.response)
         if item.response is not None:
             response, overflow = self._cut_middle(item.response, overflow)
             item = JudgeInput(item.request, response)
+        if overflow <= 0:
+            return item
+        text, overflow = self._cut_middle(_text(last.content, "request"), overflow)
         if overflow > 0:
-            *earlier, last = item.request.messages
-            text, overflow = self._cut_middle(_text(last.content, "request"), overflow)
-            if overflow > 0:
-                raise ValueError(
-                    f"the conversation does not fit in max_seq_len {self.max_seq_len} tokens "
-                    "even with the reply and the last user message cut"
-                )
-            last = chat.Message("user", [chat.TextBlock(text)])
-            item = JudgeInput(
-                chat.Conversation([*earlier, last], item.request.system), item.response
+            raise ValueError(
+                f"the conversation does not fit in max_seq_len {self.max_seq_len} tokens "
+                "even with the earlier turns, the reply and the last user message cut"
             )
-        return item
+        last = chat.Message("user", [chat.TextBlock(text)])
+        return JudgeInput(chat.Conversation([last], item.request.system), item.response)
 
     def _cut_middle(self, text: str, overflow: int) -> tuple[str, int]:
         """`text` less `overflow` + the marker's tokens from its middle (as many as it has), and
