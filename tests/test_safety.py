@@ -97,12 +97,16 @@ class StandInJudge:
         return [message_text(r["messages"][-1]) for r in self.rows if len(r["messages"]) > 1]
 
 
-def safety_config(every_tokens: int = 3, log: Path | None = None, **input_options) -> SafetyConfig:
+def safety_config(
+    every_tokens: int = 3, log: Path | None = None, hold_back: bool = False, **input_options
+) -> SafetyConfig:
+    """A config for the stand-in judge; without hold_back by default, so a test sees each
+    delta as the model writes it."""
     return SafetyConfig(
         Path("unused-judge"),
         REFUSAL_TEXT,
         InputSettings(**input_options),
-        OutputSettings(every_tokens=every_tokens),
+        OutputSettings(every_tokens=every_tokens, hold_back=hold_back),
         LogSettings(log),
     )
 
@@ -192,6 +196,7 @@ def test_the_shipped_config_reads_with_its_documented_defaults():
         {},
     )
     assert (config.output.threshold, config.output.every_tokens) == (0.5, 16)
+    assert config.output.hold_back
     assert (config.log.path, config.log.bodies) == (None, False)
     assert config.path == path
 
@@ -212,6 +217,7 @@ GOOD = 'judge = "j"\nrefusal_text = "No."\n'
         (GOOD + '[input.categories]\n"child safety" = "low"\n', "input.categories.child safety"),
         (GOOD + "[output]\nevery_tokens = 0\n", "output.every_tokens: must be an integer ≥ 1"),
         (GOOD + "[output]\nenabled = 1\n", "output.enabled: must be true or false"),
+        (GOOD + "[output]\nhold_back = 1\n", "output.hold_back: must be true or false"),
         (GOOD + '[log]\nbodies = "yes"\n', "log.bodies: must be true or false"),
         (GOOD + "input = 3\n", "input: must be a table"),
         (GOOD + "[input\n", "Expected ']'"),
@@ -310,6 +316,26 @@ def test_the_monitor_stops_a_stream_at_the_first_k_boundary_after_the_harm():
     assert inner.produced == 6 and inner.cancelled == 1
     assert judge.replies == ["".join(deltas[:3]), "".join(deltas[:6])]
     assert turn == Turn([chat.TextBlock("".join(deltas[:6]))], REFUSAL, None, 7, 6)
+
+
+def test_held_back_tokens_go_out_only_once_the_monitor_has_read_them():
+    deltas = ["w0 ", "w1 ", "w2 ", "w3 ", "BAD ", "w5 ", "w6 ", "w7 "]
+    inner, judge = DeltaGenerator(deltas), StandInJudge()
+    guard = Guard(inner, judge, safety_config(every_tokens=3, hold_back=True))
+    events, turn = stream(guard, user_turn("hi"))
+    assert text_deltas(events) == deltas[:3]  # 3 passed; 3–5 held, then blocked: never sent
+    assert isinstance(events[-1], chat.BlockStop) and inner.cancelled == 1
+    assert turn == Turn([chat.TextBlock("".join(deltas[:3]))], REFUSAL, None, 7, 3)
+    inner.deltas = [*deltas[:4], "BAD"]  # harm in the last, unread run: dropped at the end
+    events, turn = stream(guard, user_turn("hi"))
+    assert text_deltas(events) == deltas[:3] and turn.text == "".join(deltas[:3])
+    assert (turn.stop_reason, turn.output_tokens) == (REFUSAL, 3)
+    inner.deltas = deltas[:4]  # nothing harmful: everything goes out, in runs
+    events, turn = stream(guard, user_turn("hi"))
+    assert text_deltas(events) == deltas[:4] and turn.stop_reason == END_TURN
+    inner.deltas = ["BAD "]  # blocked at its first read: an empty reply
+    events, turn = stream(guard, user_turn("hi"))
+    assert text_deltas(events) == [] and (turn.text, turn.stop_reason) == ("", REFUSAL)
 
 
 def test_the_monitor_judges_the_end_once_more_and_never_the_same_text_twice():
@@ -559,12 +585,18 @@ def test_the_defense_benchmark_measures_every_configuration(trained_judge, token
     ]  # fmt: skip
     result = load_bench("defense_layers").main(argv)
     rows = {row["name"]: row for row in result["rows"]}
-    assert list(rows) == ["none", "input", "output", "aligned", "all"]
+    assert list(rows) == ["none", "input", "output", "output-no-hold", "aligned", "all"]
     assert all(row["attacks"] > 0 and row["xstest_safe_prompts"] == 2 for row in rows.values())
     # The micro judge reads every seed as harmful: the input classifier blocks each attack
     # whose text still says so, and its refusals are the guard's stops.
     assert rows["input"]["guard_stopped"] > 0 and rows["none"]["guard_stopped"] == 0
     written = load_safety_config(tmp_path / "out" / "output" / "safety.toml")
-    assert (written.input.enabled, written.output.enabled) == (False, True)
+    assert (written.input.enabled, written.output.enabled, written.output.hold_back) == (
+        False,
+        True,
+        True,
+    )
+    streaming = load_safety_config(tmp_path / "out" / "output-no-hold" / "safety.toml")
+    assert not streaming.output.hold_back
     assert written.judge == trained_judge
     assert json.loads((tmp_path / "out" / "defense.json").read_text())["rows"][0]["name"] == "none"

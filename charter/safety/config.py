@@ -15,6 +15,7 @@
     enabled = true
     threshold = 0.5
     every_tokens = 16                 # score the partial reply every k output tokens
+    hold_back = true                  # send each k tokens only once they are scored
 
     [log]                             # optional: one JSONL line per decision
     path = "logs/safety.jsonl"        # relative to the current directory
@@ -56,6 +57,7 @@ class OutputSettings:
     enabled: bool = True
     threshold: float = 0.5  # on response_harm
     every_tokens: int = 16
+    hold_back: bool = True  # pass tokens on only once the monitor has read them
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class SafetyConfig:
                 "enabled": self.output.enabled,
                 "threshold": self.output.threshold,
                 "every_tokens": self.output.every_tokens,
+                "hold_back": self.output.hold_back,
             },
             "log": None if self.log.path is None else str(self.log.path),
         }
@@ -118,7 +121,7 @@ def load_safety_config(path: str | Path) -> SafetyConfig:
     )
 
     outputs = read.table(data, "output")
-    read.keys(outputs, "output", {"enabled", "threshold", "every_tokens"})
+    read.keys(outputs, "output", {"enabled", "threshold", "every_tokens", "hold_back"})
     every = outputs.get("every_tokens", OutputSettings.every_tokens)
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise read.error("output.every_tokens", f"must be an integer ≥ 1, got {every!r}")
@@ -126,6 +129,7 @@ def load_safety_config(path: str | Path) -> SafetyConfig:
         enabled=read.flag(outputs, "enabled", "output.", OutputSettings.enabled),
         threshold=read.threshold(outputs, "threshold", "output.", OutputSettings.threshold),
         every_tokens=every,
+        hold_back=read.flag(outputs, "hold_back", "output.", OutputSettings.hold_back),
     )
 
     log = read.table(data, "log")

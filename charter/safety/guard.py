@@ -4,17 +4,20 @@ A turn, whether from `open` or `generate`:
 1. The input classifier reads the conversation. A request it blocks never reaches the model:
    the turn is `refusal_text` with stop_reason "refusal", and no tokens (the model read and
    wrote none).
-2. Otherwise the inner generator's stream is passed on event by event. After every
-   `every_tokens`-th delta the output monitor reads the reply so far (the blocks as sent: text,
-   thinking, a tool call's JSON), and once more when the stream ends. When it blocks, the inner
-   stream is cancelled and the turn ends with stop_reason "refusal": what was sent stays (an
-   open block is closed) and the turn holds exactly that.
+2. Otherwise the inner generator's stream is passed on. After every `every_tokens`-th delta the
+   output monitor reads the reply so far (its blocks: text, thinking, a tool call's JSON), and
+   once more when the stream ends. With `hold_back` (the default) the events since the last
+   read are passed on only once the monitor has read them and let them through, so nothing it
+   blocks is ever sent (the stream arrives in runs of k tokens); without, each event is passed
+   on as it comes. When the monitor blocks, the inner stream is cancelled (if still running) and
+   the turn ends with stop_reason "refusal": what was sent stays (an open block is closed), what
+   was held is dropped, and the turn holds exactly what was sent.
 
 Output tokens are counted as the stream's deltas (`BlockDelta` events): a `TurnStream` reports
 no running token count. A local stream releases about one delta per token (fewer where its
 detokenizer holds back part of a character or a possible stop sequence, or its parser a possible
-tag); a remote one, one per delta the server sends. A turn the monitor stopped mid-way reports
-that count as its output_tokens; any other turn, the inner generator's own usage.
+tag); a remote one, one per delta the server sends. A turn the monitor stopped reports the
+deltas sent as its output_tokens; any other turn, the inner generator's own usage.
 
 `generate` runs the same per-turn code as `open`, concurrently on an event loop (at most
 `max_concurrency` turns in flight, which a LocalGenerator's engine batches as it batches any
@@ -214,7 +217,8 @@ class Guard(Generator):
 
 
 class GuardedStream(TurnStream):
-    """The inner stream's events, with the output monitor reading the reply as it grows."""
+    """The inner stream's events, with the output monitor reading the reply as it grows; with
+    `hold_back`, each run of events is passed on only once the monitor has read it."""
 
     def __init__(
         self,
@@ -227,39 +231,66 @@ class GuardedStream(TurnStream):
         self._conversation = conversation
         self._request_id = request_id
         self._inner = inner
-        self._sent = SentBlocks()
+        self._written = SentBlocks()  # what the model wrote: what the monitor reads
+        self._sent = SentBlocks()  # what was passed on
+        self._held: list[Event] = []  # written, not passed on yet
+        self._sent_deltas = 0
         self._judged: str | None = None  # the reply text the monitor read last
         self._turn: Turn | None = None
         self.input_tokens = inner.input_tokens
 
     async def events(self) -> AsyncIterator[Event]:
-        every = self._guard.config.output.every_tokens
+        output = self._guard.config.output
         deltas = 0
         async for event in self._inner.events():
-            self._sent.add(event)
-            yield event
+            self._written.add(event)
+            self._held.append(event)
+            if not output.hold_back:
+                for passed in self._pass_on():
+                    yield passed
             if isinstance(event, BlockDelta):
                 deltas += 1
-                if deltas % every == 0 and await self._blocked():
-                    self._inner.cancel()
-                    for stop in self._sent.close():
-                        yield stop
-                    self._turn = Turn(
-                        self._sent.blocks,
-                        REFUSAL,
-                        input_tokens=self.input_tokens,
-                        output_tokens=deltas,
-                    )
-                    return
-        turn = self._inner.turn
+                if deltas % output.every_tokens == 0:
+                    if await self._blocked():
+                        self._inner.cancel()
+                        for stop in self._stop():
+                            yield stop
+                        return
+                    for passed in self._pass_on():
+                        yield passed
         if await self._blocked():
-            turn = dataclasses.replace(turn, stop_reason=REFUSAL, stop_sequence=None)
-        self._turn = turn
+            for stop in self._stop():
+                yield stop
+            return
+        for passed in self._pass_on():
+            yield passed
+        self._turn = self._inner.turn
+
+    def _pass_on(self) -> list[Event]:
+        """The held events, now sent."""
+        events, self._held = self._held, []
+        for event in events:
+            self._sent.add(event)
+            self._sent_deltas += isinstance(event, BlockDelta)
+        return events
+
+    def _stop(self) -> list[BlockStop]:
+        """End the turn with what was sent (the held events are dropped): the events that close
+        its open block."""
+        self._held = []
+        stops = self._sent.close()
+        self._turn = Turn(
+            self._sent.blocks,
+            REFUSAL,
+            input_tokens=self.input_tokens,
+            output_tokens=self._sent_deltas,
+        )
+        return stops
 
     async def _blocked(self) -> bool:
         """The output monitor's verdict on the reply so far. With the monitor off, an empty
         reply, or one it has read already, there is nothing new to judge."""
-        text = self._sent.text
+        text = self._written.text
         if not self._guard.config.output.enabled or text in ("", self._judged):
             return False
         self._judged = text
