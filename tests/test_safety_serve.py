@@ -133,3 +133,26 @@ def test_openai_sees_a_refusal_as_content_filter(openai_client, script):
 
 def test_health_reports_the_engine_under_the_guard(base_url):
     assert set(health(base_url, "micro")) >= {"active", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def held_back_url(inner):
+    config = safety_config(every_tokens=2, hold_back=True)
+    with running_server(
+        Registry([ServedModel(Guard(inner.generator, StandInJudge(), config), inner.created_at)]),
+        api_keys=[KEY],
+    ) as url:
+        yield url
+
+
+def test_with_hold_back_the_blocked_tokens_are_never_sent(held_back_url, script):
+    client = anthropic.Anthropic(
+        base_url=held_back_url, api_key=KEY, max_retries=0, _strict_response_validation=True
+    )
+    with client.messages.stream(model="micro", max_tokens=60, messages=BENIGN) as stream:
+        streamed = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert streamed and STORY.startswith(streamed) and "BAD" not in streamed
+    assert final.stop_reason == "refusal" and final.content[0].text == streamed
+    message = client.messages.create(model="micro", max_tokens=60, messages=BENIGN)
+    assert (message.content[0].text, message.stop_reason) == (streamed, "refusal")
