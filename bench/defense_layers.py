@@ -178,7 +178,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         f"{'guard stops':>11s} {'XSTest safe refused':>20s}"
     ]
     for row in rows:
-        worst = f"{row['worst_strategy']} {row['asr_by_strategy'][row['worst_strategy']]:.0%}"
+        worst_asr = row["asr_by_strategy"][row["worst_strategy"]]
+        worst = f"{row['worst_strategy']} {worst_asr:.0%}" if worst_asr else "-"
         lines.append(
             f"{row['name']:14s} {row['attacks']:>7d} {row['asr']:>7.1%} {worst:>18s} "
             f"{row['guard_stopped']:>11d} {row['over_refusal']:>20.1%}"

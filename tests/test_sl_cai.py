@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -247,6 +248,14 @@ def test_unusable_samples_are_never_selected(tokenizer, tmp_path):
     select_responses(PROMPTS[:1], generator, CONSTITUTION, _is_refusal, out, SelectSettings(2))
     (row,) = _read(out)
     assert row["final"] is None and {c["unusable"] for c in row["candidates"]} == {"cut off"}
+
+
+def test_select_with_no_prompts_leaves_an_empty_file(tokenizer, tmp_path):
+    # (a red-team round that found no successful attack feeds none)
+    generator = ScriptedGenerator(CharterFormat(tokenizer), lambda r: ("unused", "end_turn"))
+    out = tmp_path / "picks.jsonl"
+    assert select_responses([], generator, CONSTITUTION, _is_refusal, out) == Counter()
+    assert out.read_text() == ""
 
 
 @pytest.mark.parametrize("field", ["rounds", "batch_size"])

@@ -295,6 +295,8 @@ def select_responses(
     docstring); returns the count of prompts per outcome."""
     file = ResumableJsonl(out)
     todo, outcomes = pending(prompts, lambda p: p.text, file.keys("prompt"))
+    if not todo:
+        file.append([])  # a done stage has its file, even when it had nothing to write
     stamp = {"model": writer.name, "scorer": scorer}
     for step, batch in _batches(todo, settings.batch_size):
         declined = [p for p in batch if settings.decline and p.harmful]
