@@ -338,6 +338,23 @@ def test_held_back_tokens_go_out_only_once_the_monitor_has_read_them():
     assert text_deltas(events) == [] and (turn.text, turn.stop_reason) == ("", REFUSAL)
 
 
+def test_without_a_monitor_nothing_is_held_back():
+    inner = DeltaGenerator(["a ", "b ", "c ", "d "])
+    config = safety_config(every_tokens=3, hold_back=True)
+    unmonitored = replace(config, output=replace(config.output, enabled=False))
+    guard = Guard(inner, StandInJudge(), unmonitored)
+
+    async def produced_at_each_delta():
+        stream = await guard.open(user_turn("hi"))
+        return [inner.produced async for e in stream.events() if isinstance(e, chat.BlockDelta)]
+
+    assert asyncio.run(produced_at_each_delta()) == [1, 2, 3, 4]  # each as it comes
+    inner.produced = 0
+    guard = Guard(inner, StandInJudge(), config)
+    held = asyncio.run(produced_at_each_delta())
+    assert held == [3, 3, 3, 4]  # with the monitor on: a run of 3, sent once read
+
+
 def test_the_monitor_judges_the_end_once_more_and_never_the_same_text_twice():
     deltas = [f"w{i} " for i in range(7)]
     inner, judge = DeltaGenerator(deltas), StandInJudge()

@@ -241,11 +241,12 @@ class GuardedStream(TurnStream):
 
     async def events(self) -> AsyncIterator[Event]:
         output = self._guard.config.output
+        holding = output.enabled and output.hold_back  # nothing to wait for with no monitor
         deltas = 0
         async for event in self._inner.events():
             self._written.add(event)
             self._held.append(event)
-            if not output.hold_back:
+            if not holding:
                 for passed in self._pass_on():
                     yield passed
             if isinstance(event, BlockDelta):
