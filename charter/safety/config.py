@@ -21,9 +21,9 @@
     path = "logs/safety.jsonl"        # relative to the current directory
     bodies = false                    # also the request and reply text
 
-A turn is blocked when the score reaches the threshold (score ≥ threshold). The `[input]` and
-`[output]` tables and their fields may be left out (the defaults above); `judge` and
-`refusal_text` may not. Unknown keys are errors, and every error names the file and the field.
+A turn is blocked when the score reaches the threshold (score ≥ threshold). `judge_dtype`, the
+`[input]` and `[output]` tables and their fields may be left out (the defaults above); `judge`
+and `refusal_text` may not. Unknown keys are errors, and every error names the file and the field.
 `charter/configs/safety.toml` is a commented example.
 """
 
