@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +42,11 @@ from charter.align.judge import Judge
 from charter.align.redteam.findings import SUCCESS, Findings
 from charter.data.sft import jsonl_lines
 from charter.eval.refusal import REFUSED
-from charter.files import read_json, write_json
+from charter.files import read_json, read_toml, write_json
 from charter.infer.backends import DTYPES
 from charter.infer.generator import REFUSAL
 from charter.pipeline import Stage, run_stages
+from charter.safety.config import load_safety_config
 
 SHIPPED = Path(charter.configs.__file__).parent / "safety.toml"
 SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
@@ -78,7 +78,7 @@ CONFIGURATIONS = (
 def write_safety_config(path: Path, judge: str, configuration: Configuration) -> Path:
     """The shipped safety config with this judge and only this configuration's layers on (TOML
     written by hand: the shipped file has only strings, numbers and booleans)."""
-    shipped = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
+    shipped = read_toml(SHIPPED)
     shipped["judge"] = judge
     shipped["input"]["enabled"] = configuration.input
     shipped["output"]["enabled"] = configuration.output
@@ -129,7 +129,7 @@ def summary(args: argparse.Namespace, configuration: Configuration) -> dict[str,
     safe = read_json(directory / "xstest-safe.json")["safe"]
     with Findings(args.out / "findings.sqlite") as findings:
         stopped = findings.query(target=configuration.name, stop_reason=REFUSAL)
-    refusal_text = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))["refusal_text"]
+    refusal_text = load_safety_config(SHIPPED).refusal_text
     overall = asr["strategy"].pop("all")
     return {
         **vars(configuration),
@@ -162,6 +162,7 @@ def input_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows = [{"messages": finding.messages[: i + 1]} for i in turns]
         harm.append(max(score["request_harm"] for score in judge.score(rows)))
     safe = [data for _, data in jsonl_lines(args.out / "none" / "xstest-safe.jsonl")]
+    # One prompt at a time, as the guard scores (a batch pads, and bf16 sums then differ).
     safe_harm = [judge.score([{"prompt": row["prompt"]}])[0]["request_harm"] for row in safe]
     sweep = []
     for t in SWEEP:
