@@ -162,7 +162,7 @@ def input_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows = [{"messages": finding.messages[: i + 1]} for i in turns]
         harm.append(max(score["request_harm"] for score in judge.score(rows)))
     safe = [data for _, data in jsonl_lines(args.out / "none" / "xstest-safe.jsonl")]
-    # One prompt at a time, as the guard scores (a batch pads, and bf16 sums then differ).
+    # One prompt at a time, as the guard scores (a padded batch may round differently in bf16).
     safe_harm = [judge.score([{"prompt": row["prompt"]}])[0]["request_harm"] for row in safe]
     sweep = []
     for t in SWEEP:
