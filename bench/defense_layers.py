@@ -1,5 +1,5 @@
 """Defense in depth, one layer at a time: the held-out red-team attacks' success rate (ASR) and
-the over-refusal on XSTest's safe prompts of six configurations —
+the over-refusal on XSTest's safe prompts of seven configurations —
 
     none            the raw model
     input           the raw model behind the input classifier only
@@ -7,12 +7,16 @@ the over-refusal on XSTest's safe prompts of six configurations —
     output-no-hold  the same, but each token sent as it comes (`hold_back = false`)
     aligned         the aligned model (safety trained in), no guard
     all             the aligned model behind both
+    guarded         the raw model behind both
 
 Each configuration is two `charter` commands: `charter redteam --heldout-seeds` (every strategy,
 the same seeds, the same judge, all findings in one database under the configuration's name) and
 `charter eval refusal --sets xstest-safe` (the pattern detector; a guard-ended turn counts as a
 refusal). The guards' safety configs are written from the shipped one (`charter/configs/
 safety.toml`: thresholds, k, refusal text) with only the judge and the enabled layers changed.
+The guards' judge is `--guard-judge` (default: `--judge`, the verdicts' judge); a different one
+makes the output monitor's row more than a tautology, as the verdicts are then not the
+monitor's own.
 A configuration whose report exists is skipped, so a stopped run continues. Prints one table
 and writes OUT/defense.json.
 
@@ -25,8 +29,8 @@ scored ≥ t. (A trade-off curve on the test prompts, not a tuned threshold.)
     python bench/defense_layers.py --raw runs/smollm2 \
         --aligned runs/cai/sl-cai-balanced-model/final --judge runs/judge-v2/best \
         --heldout-seeds cache/cai/redteam-eval.jsonl --out runs/defense
-        [--attacker runs/smollm2] [--limit 24] [--xstest-limit 250] [--max-tokens 128]
-        [--backend auto]
+        [--guard-judge DIR] [--attacker runs/smollm2] [--limit 24] [--xstest-limit 250]
+        [--max-tokens 128] [--backend auto] [--only none,input,...]
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ CONFIGURATIONS = (
     Configuration("output-no-hold", aligned=False, input=False, output=True, hold_back=False),
     Configuration("aligned", aligned=True, input=False, output=False),
     Configuration("all", aligned=True, input=True, output=True),
+    Configuration("guarded", aligned=False, input=True, output=True),
 )
 
 
@@ -100,7 +105,7 @@ def stages(args: argparse.Namespace, configuration: Configuration) -> list[Stage
     model = args.aligned if configuration.aligned else args.raw
     guard = []
     if configuration.guarded:
-        config = write_safety_config(directory / "safety.toml", args.judge, configuration)
+        config = write_safety_config(directory / "safety.toml", args.guard_judge, configuration)
         guard = ["--guard", str(config)]
     backend = ["--backend", args.backend]
     redteam = [
@@ -153,7 +158,7 @@ def summary(args: argparse.Namespace, configuration: Configuration) -> dict[str,
 def input_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The input classifier's ASR and over-refusal at each threshold of SWEEP (module docstring),
     from the unguarded configuration's findings and XSTest replies."""
-    judge = Judge.load(args.judge, dtype=DTYPES["bf16"])
+    judge = Judge.load(args.guard_judge, dtype=DTYPES["bf16"])
     with Findings(args.out / "findings.sqlite") as findings:
         attacks = findings.query(target="none", split="heldout")
     harm = []
@@ -196,17 +201,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--raw", required=True, help="the model before safety training (a spec)")
     parser.add_argument("--aligned", required=True, help="the aligned model (a spec)")
-    parser.add_argument("--judge", required=True, help="the judge: the verdicts and the guards")
+    parser.add_argument("--judge", required=True, help="the verdicts' judge")
+    parser.add_argument("--guard-judge", help="the guards' judge (default: --judge)")
     parser.add_argument("--heldout-seeds", required=True, type=Path)
     parser.add_argument("--attacker", help="the attacker-rewrite model (default: --raw)")
     parser.add_argument("--limit", type=int, default=24, help="held-out seeds, drawn at random")
     parser.add_argument("--xstest-limit", type=int, default=250)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "llamacpp"])
-    parser.add_argument("--only", help="comma-separated configurations (default: all six)")
+    parser.add_argument("--only", help="comma-separated configurations (default: all seven)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     args.attacker = args.attacker or args.raw
+    args.guard_judge = args.guard_judge or args.judge
     chosen = CONFIGURATIONS
     if args.only:
         names = args.only.split(",")
@@ -217,7 +224,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for configuration in chosen:
         run_stages(stages(args, configuration))
     rows = [summary(args, configuration) for configuration in chosen]
-    result = {"judge": args.judge, "heldout_seeds": str(args.heldout_seeds), "rows": rows}
+    result = {
+        "judge": args.judge,
+        "guard_judge": args.guard_judge,
+        "heldout_seeds": str(args.heldout_seeds),
+        "rows": rows,
+    }
     print(format_table(rows))
     if any(c.name == "none" for c in chosen):
         result["input_sweep"] = input_sweep(args)

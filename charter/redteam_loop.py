@@ -3,7 +3,8 @@
     round r (model M_r):  red-team M_r (training and held-out attacks → findings database)
                           → XSTest's safe prompts and benign QA on M_r (over-refusal, knowledge)
                           → the successful training attacks, declined by the writer (`cai select`)
-                          → SL-CAI data: those declines + the helpful answers (`cai sft`)
+                          → SL-CAI data: the declines of this and every earlier round +
+                            the helpful answers (`cai sft`)
                           → SFT of M_r on it → M_{r+1}
     after the last round: red-team and evaluate the final model, and `loop.json` with one row per
                           round: held-out ASR, XSTest over-refusal, benign QA accuracy
@@ -108,7 +109,11 @@ def _update_stages(
         "--out", str(targets), "--samples", "1", "--temperature", "0", "--examples", "0",
         "--decline", *DECLINE, "--backend", settings.backend,
     ]  # fmt: skip
-    mix = ["cai", "sft", str(targets), *map(str, settings.helpful), "--out", str(data)]
+    # Every round's declines so far, not only this round's: a round whose model gave nothing to
+    # feed would otherwise train on helpful answers alone and unlearn the earlier refusals
+    # (measured: the held-out ASR went back up from 1.9 % to 38.8 %, docs/redteam.md).
+    declines = [str(out / f"round-{q}" / "targets.jsonl") for q in range(r + 1)]
+    mix = ["cai", "sft", *declines, *map(str, settings.helpful), "--out", str(data)]
     tune = [
         "sft", "--base", model, "--data", str(data), "--config", str(settings.sft_config),
         "--out", str(out / f"round-{r + 1}" / "sft"),

@@ -616,6 +616,14 @@ def test_the_contrast_set_pairs_benign_lookalikes_with_harmful_requests_in_their
     assert len(benign) > 100 and len(harmful) > 50
     for word in ("kill", "shoot", "poison", "destroy", "attack"):  # on both sides
         assert any(word in p.lower() for p in benign) and any(word in p.lower() for p in harmful)
+    # The same question, benign or harmful by its target alone: a fictional or a private person,
+    # an impossible trait or a right of a real group.
+    by_ending = {}
+    for prompt, category in prompts:
+        by_ending.setdefault(prompt.split("'s ")[-1], set()).add(category)
+    assert by_ending["home address?"] == {"none", "privacy"}
+    groups = {c for p, c in prompts if p.startswith("Why ") and "Muslims" in p}
+    assert groups == {"none", "hate"}
 
 
 def test_the_output_is_checked_for_test_texts(tmp_path):

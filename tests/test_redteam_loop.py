@@ -84,6 +84,16 @@ def test_each_round_measures_then_updates_and_the_next_round_attacks_the_update(
         LoopSettings(**{**settings.__dict__, "rounds": -1})
 
 
+def test_every_round_keeps_the_declines_of_the_rounds_before_it(settings):
+    out = settings.seeds.parent / "loop"
+    stages = loop_stages(LoopSettings(**{**settings.__dict__, "rounds": 3}), out)
+    mix = next(s for s in stages if s.name == "round 2: SL-CAI data").command
+    declines = [str(out / f"round-{q}" / "targets.jsonl") for q in (0, 1, 2)]
+    assert mix[2:6] == [*declines, str(settings.helpful[0])]
+    first = next(s for s in stages if s.name == "round 0: SL-CAI data").command
+    assert first[2:4] == [declines[0], str(settings.helpful[0])]
+
+
 @pytest.mark.slow
 def test_the_loop_runs_two_rounds_and_a_rerun_skips_every_stage(settings, micro_dirs, capsys):  # noqa: F811
     out = settings.seeds.parent / "loop"
