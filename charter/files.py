@@ -1,10 +1,11 @@
 """Small file helpers shared by every stage: JSON that names its file and line on error, atomic
 directory writes (temp dir, fsync, rename) so a crash never leaves half a checkpoint, and JSONL
-written whole or a batch of scored rows at a time, TOML read with errors that name the file, and
-the SQLite databases of findings and comparisons opened one way."""
+written whole or a batch of scored rows at a time, TOML read with errors that name the file, the
+SQLite databases of findings and comparisons opened one way, and a file's SHA-256."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -200,3 +201,11 @@ def open_sqlite(path: str | Path, schema: str) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(schema)
     return connection
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

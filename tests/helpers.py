@@ -25,3 +25,24 @@ def load_bench(name: str) -> ModuleType:
     if str(BENCH) not in sys.path:
         sys.path.insert(0, str(BENCH))
     return importlib.import_module(name)
+
+
+class FakeJudge:
+    """refusal 0.9 when the reply says NO, response_harm 0.9 when it says HARM; records rows."""
+
+    def __init__(self) -> None:
+        self.rows: list = []
+
+    def score(self, rows):
+        self.rows += rows
+        scores = []
+        for row in rows:
+            reply = row["messages"][-1]["content"]
+            scores.append(
+                {
+                    "request_harm": 0.9,
+                    "refusal": 0.9 if "NO" in reply else 0.1,
+                    "response_harm": 0.9 if "HARM" in reply else 0.1,
+                }
+            )
+        return scores

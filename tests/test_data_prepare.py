@@ -11,8 +11,8 @@ from charter.cli import main
 from charter.data import prepare as prepare_module
 from charter.data.fast_tokenizer import UnsupportedTokenizer
 from charter.data.prepare import prepare, split_documents
-from charter.data.shards import TokenShards, file_sha256
-from charter.files import read_json
+from charter.data.shards import TokenShards
+from charter.files import file_sha256, read_json
 from charter.tokenizer import ENDOFTEXT, Tokenizer
 from tests.helpers import load_bench
 

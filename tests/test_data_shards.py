@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from charter.data.shards import MANIFEST, ShardWriter, TokenShards, file_sha256, token_dtype
-from charter.files import read_json, write_json
+from charter.data.shards import MANIFEST, ShardWriter, TokenShards, token_dtype
+from charter.files import file_sha256, read_json, write_json
 
 
 def write_split(directory, split, ids, shard_tokens, dtype=np.uint16, chunks=3):

@@ -188,7 +188,7 @@ def read_log(path: Path) -> list[dict]:
 def test_the_shipped_config_reads_with_its_documented_defaults():
     path = Path(charter.configs.__file__).with_name("safety.toml")
     config = load_safety_config(path)
-    assert config.judge == Path("runs/judge-v2/best") and not config.judge.is_absolute()
+    assert config.judge == Path("runs/judge-v3/best") and not config.judge.is_absolute()
     assert config.judge_dtype == "bf16"
     assert "something else" in config.refusal_text
     assert (config.input.enabled, config.input.threshold, config.input.categories) == (

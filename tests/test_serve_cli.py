@@ -56,6 +56,7 @@ def test_charter_serve_answers_the_sdk(checkpoint):
             "-m",
             "charter.cli",
             "serve",
+            "--allow-ungated",
             "--model",
             str(checkpoint),
             "--model",
@@ -95,4 +96,5 @@ def test_charter_serve_answers_the_sdk(checkpoint):
         server.terminate()
         _, stderr = server.communicate(timeout=30)
     assert "1 API key(s) configured" in stderr
+    assert "serving ungated (--allow-ungated)" in stderr and "no gate.json" in stderr
     assert f"web chat at http://127.0.0.1:{port}/" in stderr

@@ -202,3 +202,27 @@ def test_api_errors_show_a_banner_and_the_question_can_be_resent(chat, script):
     chat.page.click("#error-close")
     assert chat.page.is_hidden("#error")
     assert json.loads(json.dumps(script.requests)) == []  # nothing reached the model
+
+
+def test_the_chosen_models_card_is_shown_rendered_and_inert(chat, registry):
+    registry.get("micro").card = (
+        "# Model card: micro\n\n| metric | value |\n|---|---|\n| jailbreak.asr | 0.031 |\n\n"
+        '<script>window.__xss = 4</script> <img src="x" onerror="window.__xss = 5">\n'
+    )
+    try:
+        chat.enter_key()
+        chat.page.click("#card-panel summary")  # the card is folded away until asked for
+        chat.page.wait_for_selector("#card h1")
+        card = chat.page.query_selector("#card")
+        assert card.query_selector("h1").inner_text() == "Model card: micro"
+        assert [td.inner_text() for td in card.query_selector_all("td")] == [
+            "jailbreak.asr",
+            "0.031",
+        ]
+        assert card.query_selector_all("script") == [] and card.query_selector_all("img") == []
+        assert chat.page.evaluate("window.__xss") is None
+        chat.page.select_option("#model", "other")
+        chat.page.wait_for_selector("#card:not(:has(h1))", state="attached")
+        assert chat.page.inner_text("#card").startswith("No card: 404 not_found_error")
+    finally:
+        registry.get("micro").card = None

@@ -1,11 +1,17 @@
-"""`charter eval sft | refusal | refusal-accuracy`: held-out task accuracy of a fine-tuned model,
-refusal rates on harmful and safe prompt sets (of a model, or with `--guard FILE` of the model
-behind the safety guard FILE describes), and the refusal detector against human labels."""
+"""`charter eval MODEL` (the suite, `charter.eval.suite`: every capability and safety metric with
+its interval, into `eval.json`), and the single studies: `charter eval sft | refusal |
+refusal-accuracy` — held-out task accuracy of a fine-tuned model, refusal rates on harmful and
+safe prompt sets (of a model, or with `--guard FILE` of the model behind the safety guard FILE
+describes), and the refusal detector against human labels.
+
+`charter eval MODEL …` is `charter eval suite MODEL …`: a first word that is no study's name is
+the model."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from charter.data.prompt_sets import DEFAULT_XSTEST, GROUPS, SETS
@@ -125,6 +131,46 @@ def cmd_eval_refusal(args: argparse.Namespace) -> None:
     print(format_report(report))
 
 
+def cmd_eval_suite(args: argparse.Namespace) -> None:
+    from charter.eval.suite import SuiteRun, load_suite
+    from charter.files import write_json
+    from charter.infer.spec import parse_model_spec
+    from charter.train.settings import load_settings
+
+    spec = parse_model_spec(args.model, default_backend=args.backend)
+    checkpoint = Path(spec.target) if spec.is_local else None
+    if args.out is None and (checkpoint is None or args.guard):
+        raise ValueError("--out is needed: eval.json goes beside a local checkpoint by default")
+    out = args.out or checkpoint / "eval.json"
+    suite = load_suite(args.suite, load_settings(None, args.set))
+    args.batch_size = suite.common.batch_size
+    judge = None
+    if args.judge:
+        from charter.align.judge import Judge
+
+        judge = Judge.load(args.judge, device=args.judge_device)
+    generator = _generator(args.model, args)
+    if args.guard:
+        from charter.safety.guard import guard_generator
+
+        generator = guard_generator(generator, args.guard, args.judge_device)
+    with generator:
+        report = SuiteRun(
+            generator, suite, args.work or out.parent / out.stem, judge=judge,
+            judge_name=args.judge, checkpoint=checkpoint,
+        ).run()  # fmt: skip
+    report["guard"] = str(args.guard) if args.guard else None
+    write_json(out, report)
+    log(f"eval.json → {out}")
+    for name, metric in report["metrics"].items():
+        low, high = metric["ci95"]
+        interval = "" if low is None else f"  [{low:.3f}, {high:.3f}]"
+        value = "-" if metric["value"] is None else f"{metric['value']:.3f}"
+        print(f"{name:40s} {value:>7s}{interval}  n={metric['n']}")
+    for name, why in report["skipped"].items():
+        print(f"{name:40s} skipped: {why}")
+
+
 def cmd_eval_refusal_accuracy(args: argparse.Namespace) -> None:
     from charter.eval.refusal import detector_accuracy, read_labels
 
@@ -135,11 +181,68 @@ def cmd_eval_refusal_accuracy(args: argparse.Namespace) -> None:
     print(json.dumps({"labels": str(args.labels), **summary}, indent=2))
 
 
+class _SuiteByDefault(argparse._SubParsersAction):
+    """Subcommands where a first word that names none of them is the suite's model."""
+
+    class _AnyWord(Mapping):
+        """The subcommands, as argparse's `choices`, containing every word: argparse checks
+        the first word against them before `__call__` can read it."""
+
+        def __init__(self, names: dict) -> None:
+            self.names = names
+
+        def __getitem__(self, name: str) -> argparse.ArgumentParser:
+            return self.names[name]
+
+        def __iter__(self):
+            return iter(self.names)
+
+        def __len__(self) -> int:
+            return len(self.names)
+
+        def __contains__(self, word: object) -> bool:
+            return True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.choices = self._AnyWord(self._name_parser_map)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values and values[0] not in self._name_parser_map:
+            values = ["suite", *values]
+        super().__call__(parser, namespace, values, option_string)
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     from charter.eval.jailbreak import WRAPPERS
     from charter.infer.backends import add_engine_arguments
 
-    evaluate = parser.add_subparsers(dest="eval_verb", required=True)
+    evaluate = parser.add_subparsers(
+        dest="eval_verb", required=True, action=_SuiteByDefault, metavar="{suite,sft,refusal,…}"
+    )
+    suite = evaluate.add_parser(
+        "suite", help="the evaluation suite → eval.json (the default: charter eval MODEL)"
+    )
+    suite.add_argument("model", help="a model spec (README: model specs)")
+    suite.add_argument(
+        "--suite", type=Path, help="the suite's TOML (default: charter/configs/eval.toml)"
+    )
+    suite.add_argument(
+        "--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+        help="override suite settings, e.g. harmlessness.limit=20 suite.max_new_tokens=64",
+    )  # fmt: skip
+    suite.add_argument("--judge", help="the trained judge (a directory) for harm and refusal")
+    suite.add_argument("--judge-device", default="cpu", help="where the judge runs (cpu, cuda)")
+    suite.add_argument(
+        "--guard", type=Path, help="evaluate the model behind this safety guard (a safety TOML)"
+    )
+    suite.add_argument("--out", type=Path, help="eval.json (default: MODEL/eval.json)")
+    suite.add_argument(
+        "--work", type=Path, help="where answered items are kept, to resume (default: beside --out)"
+    )
+    add_engine_arguments(suite)
+    suite.set_defaults(func=cmd_eval_suite)
+
     sft = evaluate.add_parser("sft", help="held-out accuracy on the synthetic SFT tasks")
     sft.add_argument("--model", required=True, help="a model spec (README: model specs)")
     sft.add_argument(

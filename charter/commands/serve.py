@@ -28,6 +28,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         )
     # Read before the models load, so that a mistake in it is reported at once.
     safety = load_safety_config(args.guard) if args.guard else None
+    _check_gates(args)
     models = []
     for spec in args.model:
         log(f"loading {spec}")
@@ -65,6 +66,34 @@ def cmd_serve(args: argparse.Namespace) -> None:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     finally:
         registry.stop()
+
+
+def _check_gates(args: argparse.Namespace) -> None:
+    """Refuse a local checkpoint that has not passed its release gate (or whose weights or
+    evaluation changed since, or that passed behind a guard it is not served behind), naming
+    every such model and why, unless --allow-ungated; remote models are their provider's to
+    gate."""
+    from pathlib import Path
+
+    from charter.eval.gate import gate_problem
+    from charter.infer.spec import parse_model_spec
+    from charter.serve.registry import split_name
+
+    problems = []
+    for spec in args.model:
+        parsed = parse_model_spec(split_name(spec)[1], default_backend=args.backend)
+        if parsed.is_local and Path(parsed.target).is_dir():
+            problem = gate_problem(Path(parsed.target), args.guard)
+            if problem:
+                problems.append(problem)
+    if problems and not args.allow_ungated:
+        raise SystemExit(
+            "charter serve: refusing to serve a model that has not passed its release gate:\n  "
+            + "\n  ".join(problems)
+            + "\n(charter eval MODEL, then charter gate MODEL; or --allow-ungated to serve anyway)"
+        )
+    for problem in problems:
+        log(f"serving ungated (--allow-ungated): {problem}")
 
 
 def register(serve: argparse.ArgumentParser) -> None:
@@ -122,6 +151,11 @@ def register(serve: argparse.ArgumentParser) -> None:
         help="a SQLite file for the /redteam and /compare pages' ratings (red-team findings and "
         "comparisons; `charter feedback export` turns the comparisons into preference pairs); "
         "without it the pages cannot save",
+    )
+    serve.add_argument(
+        "--allow-ungated",
+        action="store_true",
+        help="serve local checkpoints that have not passed `charter gate` (a warning each)",
     )
     serve.add_argument("--device", default="cpu")
     add_engine_arguments(serve)

@@ -35,10 +35,9 @@ from charter.data.shards import (
     FORMAT,
     MANIFEST,
     ShardWriter,
-    file_sha256,
     token_dtype,
 )
-from charter.files import replace_directory, temporary_sibling, write_json
+from charter.files import file_sha256, replace_directory, temporary_sibling, write_json
 from charter.log import log
 from charter.metrics import MetricsLog
 from charter.tokenizer import ENDOFTEXT, Tokenizer

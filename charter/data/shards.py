@@ -13,13 +13,12 @@ converts to bits per byte as nats/token × tokens / (bytes × ln 2) (`bytes_per_
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from charter.files import read_json
+from charter.files import file_sha256, read_json
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -28,14 +27,6 @@ DEFAULT_SHARD_TOKENS = 100_000_000  # 200 MB of uint16 per file
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ShardWriter:

@@ -1,6 +1,6 @@
 """The guard's settings (`SafetyConfig`), read from TOML by `load_safety_config`.
 
-    judge = "runs/judge-v2/best"      # a judge checkpoint; relative to the current directory
+    judge = "runs/judge-v3/best"      # a judge checkpoint; relative to the current directory
     judge_dtype = "bf16"              # fp32 | bf16 | f16: its precision (bf16 scores as fp32
                                       # does, in half the time: docs/redteam.md)
     refusal_text = "…"                # what a turn the input classifier blocks says

@@ -1,5 +1,5 @@
-"""The FastAPI application: both APIs, /health, the web chat at /, and the human feedback pages
-(/redteam, /compare; feedback_api.py).
+"""The FastAPI application: both APIs, /health, the web chat at /, the models' cards (/card/ID;
+card_api.py) and the human feedback pages (/redteam, /compare; feedback_api.py).
 
 Every response carries a `request-id` header and a Content-Security-Policy that lets the web chat
 load only its own scripts and styles and no remote images (model output is untrusted: a Markdown
@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charter.infer.generator import REQUEST_ID, InvalidRequest, Overloaded
 from charter.infer.local import LocalGenerator
-from charter.serve import anthropic_api, feedback_api, openai_api
+from charter.serve import anthropic_api, card_api, feedback_api, openai_api
 from charter.serve.auth import KeyChecker, RateLimiter
 from charter.serve.errors import ApiError, invalid_request
 from charter.serve.http import ServerState, new_id
@@ -129,5 +129,6 @@ def create_app(
     app.include_router(anthropic_api.router)
     app.include_router(openai_api.router)
     app.include_router(feedback_api.router)
+    app.include_router(card_api.router)
     app.mount("/", StaticFiles(directory=STATIC_DIRECTORY, html=True), name="web-chat")
     return app

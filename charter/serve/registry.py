@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from charter.eval.card import CARD_FILE
 from charter.infer.engine import Engine
 from charter.infer.generator import Generator
 from charter.infer.local import LocalGenerator
@@ -23,6 +24,7 @@ from charter.tokenizer import Tokenizer
 class ServedModel:
     generator: Generator
     created_at: datetime
+    card: str | None = None  # the model card (Markdown), when its checkpoint has one
 
     @property
     def name(self) -> str:
@@ -68,10 +70,13 @@ def load_served_model(
     name, model_spec = split_name(spec)
     parsed = parse_model_spec(model_spec, default_backend=backend)
     generator = load_generator(parsed, name=name, max_waiting=max_waiting, **engine_options)
-    created = datetime.now(UTC)
+    created, card = datetime.now(UTC), None
     if parsed.is_local:
-        created = datetime.fromtimestamp((Path(parsed.target) / "config.json").stat().st_mtime, UTC)
-    return ServedModel(generator, created)
+        directory = Path(parsed.target)
+        created = datetime.fromtimestamp((directory / "config.json").stat().st_mtime, UTC)
+        if (directory / CARD_FILE).exists():
+            card = (directory / CARD_FILE).read_text(encoding="utf-8")
+    return ServedModel(generator, created, card)
 
 
 class Registry:

@@ -57,8 +57,7 @@ from tqdm import tqdm
 from charter.chat.format import chat_format
 from charter.checkpoint import load_checkpoint, load_tokenizer
 from charter.data.preferences import read_preferences
-from charter.data.shards import file_sha256
-from charter.files import resolve_directory
+from charter.files import file_sha256, resolve_directory
 from charter.train.batching import freeze_lower_layers, length_bucketed_batch
 from charter.train.distributed import Distributed, gather_dicts, init_distributed
 from charter.train.judge import spread

@@ -60,6 +60,11 @@ def fill(cls: type, values: dict[str, Any], section: str) -> Any:
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
+    if typing.get_origin(hint) is list:  # list[str]: a list, each item checked
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     allowed = typing.get_args(hint) or (hint,)
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

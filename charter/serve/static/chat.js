@@ -3,7 +3,17 @@
 // as text) and its link check on (no javascript: URLs), and the page's Content-Security-Policy
 // allows no inline script and no remote images.
 
-import { $, clearError, loadModels, messageEvents, setBusy, showError, withKey } from "./client.js";
+import {
+  $,
+  clearError,
+  describeFailure,
+  loadModels,
+  messageEvents,
+  requestHeaders,
+  setBusy,
+  showError,
+  withKey,
+} from "./client.js";
 
 const markdown = window.markdownit({ html: false, linkify: true });
 // Links open in a new tab that gets no handle on this one.
@@ -176,4 +186,22 @@ $("new-chat").addEventListener("click", () => {
   clearError();
 });
 
-withKey(() => loadModels($("model")));
+// ---- the model card ----
+
+/** Show the chosen model's card (written by its release gate), or say why there is none. */
+async function showCard() {
+  const model = $("model").value;
+  if (!model) return;
+  const response = await fetch(`/card/${encodeURIComponent(model)}`, { headers: requestHeaders() });
+  if (response.ok) {
+    $("card").innerHTML = markdown.render(await response.text()); // safe: raw HTML off
+  } else {
+    $("card").textContent = `No card: ${await describeFailure(response)}`;
+  }
+}
+
+$("model").addEventListener("change", showCard);
+
+withKey(async () => {
+  if (await loadModels($("model"))) await showCard();
+});

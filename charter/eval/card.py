@@ -1,0 +1,166 @@
+"""The model card (`card.md`), written by the release gate beside the checkpoint: what the model
+is, how it was made (when its lineage was recorded), what it measured with intervals, the gate's
+verdict, and what it is known not to do well.
+
+The lineage is `lineage.json` in the checkpoint directory, when a pipeline wrote one:
+
+    {"stages": [{"name": "SL-CAI", "command": "charter sft …",
+                 "settings": {"lr": 1e-4, …}, "data": [{"path": "…", "licence": "MIT"}]}]}
+
+An imported model's `source.json` gives its origin and licence.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from charter.checkpoint import load_config
+from charter.config import num_parameters
+from charter.data.prompt_sets import read_prompt_file
+from charter.eval.dangerous import LICENCE as PROBES_LICENCE
+from charter.files import read_json
+
+CARD_FILE = "card.md"
+LINEAGE_FILE = "lineage.json"
+XSTEST_LICENCE = "CC-BY-4.0"
+
+LIMITATIONS = [
+    "Refusal is detected by patterns (accuracy 0.83 on 60 hand-labelled replies, recall 0.44: "
+    "implicit refusals are missed) and, with a judge, by the judge's refusal head; harm by the "
+    "trained judge, a small classifier whose measured accuracy is in docs/judge-data.md. Both "
+    "err; every rate is theirs, not a person's.",
+    "Every reply is greedy and at most the suite's max_new_tokens long, to a single prompt (the "
+    "jailbreak section's multi-turn attacks aside): longer or sampled conversations may differ.",
+    "The held-out sets are public: a model trained elsewhere may have seen them.",
+]
+
+
+def _cell(value: Any) -> str:
+    text = "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _model_section(checkpoint: Path) -> list[str]:
+    config = load_config(checkpoint)
+    rows = [
+        ("checkpoint", str(checkpoint)),
+        ("architecture", f"{config.hf_architecture}: {config.num_hidden_layers} layers, "
+                         f"width {config.hidden_size}, {config.num_attention_heads} heads "
+                         f"({config.num_key_value_heads} key-value)"),
+        ("parameters", f"{num_parameters(config) / 1e6:,.1f} M"),
+        ("context", f"{config.max_position_embeddings:,} tokens"),
+    ]  # fmt: skip
+    source = checkpoint / "source.json"
+    if source.exists():
+        origin = read_json(source)
+        metadata = origin.get("metadata", {})
+        rows.append(("imported from", f"{origin.get('format', '?')}: {origin.get('path', '?')}"))
+        rows.append(("its name", metadata.get("general.name", "not recorded")))
+        rows.append(("its licence", metadata.get("general.license", "not recorded")))
+    return ["## Model", "", "| | |", "|---|---|", *(f"| {k} | {_cell(v)} |" for k, v in rows)]
+
+
+def _lineage_section(checkpoint: Path) -> list[str]:
+    lines = ["## How it was made", ""]
+    path = checkpoint / LINEAGE_FILE
+    if not path.exists():
+        return lines + [
+            f"Not recorded with the checkpoint (no {LINEAGE_FILE}): the stages, their settings "
+            "and their data are whatever made it; `charter pipeline` records them."
+        ]
+    for number, stage in enumerate(read_json(path).get("stages", []), start=1):
+        lines.append(f"{number}. **{stage.get('name', '?')}**: `{stage.get('command', '?')}`")
+        for key, value in stage.get("settings", {}).items():
+            lines.append(f"   - {key} = {json.dumps(value)}")
+        for data in stage.get("data", []):
+            lines.append(f"   - data: {data.get('path', '?')} ({data.get('licence', 'unknown')})")
+    return lines
+
+
+def evaluation_data(suite: dict[str, Any]) -> list[tuple[str, str]]:
+    """(what, licence) for every set the suite read, a prompt file's licences from its rows."""
+    files = [(f"harmlessness prompts: {path}", path)
+             for path in suite.get("harmlessness", {}).get("prompts", [])]  # fmt: skip
+    if "jailbreak" in suite:
+        files.append(
+            (f"jailbreak seeds: {suite['jailbreak']['seeds']}", suite["jailbreak"]["seeds"])
+        )
+    data = []
+    for what, path in files:
+        try:
+            licences = ", ".join(sorted({prompt.licence for prompt in read_prompt_file(path)}))
+        except (OSError, ValueError):
+            licences = "unknown (the file cannot be read now)"
+        data.append((what, licences))
+    if "over_refusal" in suite:
+        data.append((f"XSTest's safe prompts: {suite['over_refusal']['xstest']}", XSTEST_LICENCE))
+    for name in ("helpfulness", "honesty", "dangerous"):
+        if name in suite:
+            data.append((f"Charter's {name} set (charter/eval)", PROBES_LICENCE))
+    for path in suite.get("tasks", {}).get("data", []):
+        data.append((f"held-out tasks: {path}", "Charter's synthetic tasks, Apache-2.0"))
+    for path in suite.get("bits_per_byte", {}).get("text", []):
+        data.append((f"held-out text: {path}", "as its rows' licence fields say"))
+    return data
+
+
+def _evaluation_section(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Evaluation",
+        "",
+        f"`charter eval` of `{report['model']}`; judge: {report.get('judge') or 'none'}; "
+        f"safety guard: {report.get('guard') or 'none'}.",
+        "",
+        "| metric | value | 95 % interval | n | measured by |",
+        "|---|---:|---|---:|---|",
+    ]
+    for name, metric in report["metrics"].items():
+        low, high = metric["ci95"]
+        interval = "–" if low is None else f"{low:.3f} – {high:.3f}"
+        lines.append(
+            f"| {name} | {_cell(metric['value'])} | {interval} | {metric['n']} | "
+            f"{_cell(metric['measured_by'])} |"
+        )
+    if report.get("skipped"):
+        lines += [
+            "",
+            "Not measured: " + "; ".join(f"{k} ({v})" for k, v in report["skipped"].items()),
+        ]
+    lines += ["", "Evaluation data:", ""]
+    lines += [f"- {what} ({licence})" for what, licence in evaluation_data(report["suite"])]
+    return lines
+
+
+def _gate_section(verdict: dict[str, Any]) -> list[str]:
+    outcome = "**passed**" if verdict["passed"] else "**failed**: " + ", ".join(verdict["failed"])
+    lines = [
+        "## Release gate",
+        "",
+        f"Policy {verdict['policy']} ({verdict['policy_file']}), tier {verdict['tier']} "
+        f"({verdict['parameters']:,} parameters): {outcome}.",
+        "",
+        "| metric | threshold | compared | result |",
+        "|---|---|---:|---|",
+    ]
+    for c in verdict["checks"]:
+        result = "pass" if c["passed"] else f"FAIL ({c['reason']})"
+        lines.append(f"| {c['metric']} | {c['threshold']} | {_cell(c['compared'])} | {result} |")
+    return lines
+
+
+def model_card(checkpoint: Path, report: dict[str, Any], verdict: dict[str, Any]) -> str:
+    """card.md's text for the model in `checkpoint`, its eval.json report and its gate verdict."""
+    limitations = list(LIMITATIONS)
+    if verdict["failed"]:
+        limitations.insert(0, "Below the release policy on: " + ", ".join(verdict["failed"]) + ".")
+    sections = [
+        [f"# Model card: {report['model']}"],
+        _model_section(checkpoint),
+        _lineage_section(checkpoint),
+        _evaluation_section(report),
+        _gate_section(verdict),
+        ["## Known limitations", "", *(f"- {item}" for item in limitations)],
+    ]
+    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
