@@ -53,8 +53,8 @@ from charter.align.redteam.strategies import (
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.data.judge_data import normalise
-from charter.data.judge_sources import CHARTER_LICENCE
 from charter.data.prompt_sets import Prompt, draw, read_prompt_file, write_prompt_file
+from charter.data.sft import CHARTER_LICENCE
 from charter.infer.generator import END_TURN, REFUSAL, Generator, InvalidRequest, Turn
 from charter.model import Transformer
 from charter.train.judge import OUTPUTS, judge_model, name_outputs

@@ -3,13 +3,17 @@ its arguments and runs it, thin: parse, call the library, print.
 
 Each module has `register(verbs)`, which adds the verbs the table gives it to the top-level
 subparsers and sets `func` on each to a handler taking the parsed arguments. Modules import the
-library inside their handlers, so `charter --help` stays quick.
+library inside their handlers, so `charter --help` stays quick. When a training verb finishes,
+`main` records its stage in the final checkpoint's `lineage.json` (`charter.data.lineage`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
+import sys
 
 # The verbs, in the order `charter --help` lists them: verb → (module here, what it does).
 VERBS: dict[str, tuple[str, str]] = {
@@ -38,6 +42,17 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
+# The verbs that train a policy into OUT/final, with the argument naming the checkpoint each starts
+# from: OUT/final's lineage (charter.data.lineage) is that checkpoint's stages, then this run's.
+TRAINING_VERBS: dict[str, str | None] = {
+    "pretrain": None,
+    "sft": "base",
+    "dpo": "base",
+    "ppo": "policy",
+}
+DATA_ARGUMENTS = ("data", "heldout", "prompts")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="charter", description="Charter: every stage of a Claude-style assistant system."
@@ -49,9 +64,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def record_lineage(args: argparse.Namespace, argv: list[str]) -> None:
+    """Add a finished training run's stage to the lineage of its final checkpoint."""
+    from charter.data.lineage import record_stage
+    from charter.train.settings import load_settings
+
+    final = args.out / "final"
+    if not final.is_dir() or os.environ.get("RANK", "0") != "0":  # interrupted, or not rank 0
+        return
+    data: list = []
+    for name in DATA_ARGUMENTS:
+        value = getattr(args, name, None) or []
+        data += value if isinstance(value, list) else [value]
+    base = TRAINING_VERBS[args.verb]
+    settings = {"config": str(args.config) if args.config else None}
+    settings.update(load_settings(args.config, args.set))
+    record_stage(final, args.verb, "charter " + shlex.join(argv), settings, data,
+                 getattr(args, base) if base else None)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        if args.verb in TRAINING_VERBS:
+            record_lineage(args, argv)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"charter {args.verb}: error: {e}") from e

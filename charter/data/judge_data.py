@@ -62,7 +62,6 @@ from typing import Any
 from charter.data.conversation_sources import RECIPES, pypi_wheel
 from charter.data.judge_replies import SOURCE, read_replies
 from charter.data.judge_sources import (
-    CHARTER_LICENCE,
     LABELS,
     JudgeRow,
     SourceRows,
@@ -84,7 +83,7 @@ from charter.data.judge_sources import (
 )
 from charter.data.lookalikes import lookalike_prompts
 from charter.data.prompt_sets import DEFAULT_XSTEST, read_xstest
-from charter.data.sft import SFTRecord, jsonl_lines
+from charter.data.sft import CHARTER_LICENCE, SFTRecord, jsonl_lines
 from charter.data.synthetic import generate
 
 TRAIN, HELDOUT, HASH = "train", "heldout", "hash"

@@ -41,7 +41,7 @@ from charter.data.prompt_sets import (
     read_advbench,
     read_harmbench,
 )
-from charter.data.sft import SFTRecord
+from charter.data.sft import CHARTER_LICENCE, SFTRecord
 
 CATEGORIES = (
     "weapons",
@@ -763,9 +763,6 @@ def read_hh(path: Path, is_refusal: Callable[[str], bool]) -> SourceRows:
 
 
 # ---- benign instructions from Charter's own recipes ----
-
-CHARTER_LICENCE = "Apache-2.0"  # Charter's own (pyproject.toml): its synthetic tasks and QA set
-
 
 def benign_requests(records: list[SFTRecord], source: str, answers: bool) -> SourceRows:
     """Each record's first question, a benign request (request harm 0, category none), and with

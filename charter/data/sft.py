@@ -36,6 +36,8 @@ from charter.chat import (
 )
 from charter.tokenizer import Tokenizer
 
+CHARTER_LICENCE = "Apache-2.0"  # Charter's own data (pyproject.toml): synthetic tasks, QA set
+
 _METADATA_FIELDS = ("task", "answer", "source", "licence")
 _FIELDS = {"system", "messages", "tools", *_METADATA_FIELDS}
 

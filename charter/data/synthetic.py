@@ -38,7 +38,7 @@ from charter.chat import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from charter.data.sft import SFTRecord, jsonl_lines
+from charter.data.sft import CHARTER_LICENCE, SFTRecord, jsonl_lines
 from charter.tasks.tools import CALCULATOR
 
 SPLITS = ("train", "heldout")
@@ -536,5 +536,13 @@ def generate(
         conversation, answer = task.build(rng, rng.choice(task.templates[split]), words)
         if rng.random() >= thinking_fraction:
             conversation = without_thinking(conversation)
-        records.append(SFTRecord(conversation, task=task.name, answer=answer, source="synthetic"))
+        records.append(
+            SFTRecord(
+                conversation,
+                task=task.name,
+                answer=answer,
+                source="synthetic",
+                licence=CHARTER_LICENCE,
+            )
+        )
     return records

@@ -2,12 +2,8 @@
 is, how it was made (when its lineage was recorded), what it measured with intervals, the gate's
 verdict, and what it is known not to do well.
 
-The lineage is `lineage.json` in the checkpoint directory, when a pipeline wrote one:
-
-    {"stages": [{"name": "SL-CAI", "command": "charter sft …",
-                 "settings": {"lr": 1e-4, …}, "data": [{"path": "…", "licence": "MIT"}]}]}
-
-An imported model's `source.json` gives its origin and licence.
+The lineage is the checkpoint's `lineage.json` (`charter.data.lineage`: the training commands write
+it), or for an imported model its `source.json`: its origin and licence.
 """
 
 from __future__ import annotations
@@ -18,12 +14,12 @@ from typing import Any
 
 from charter.checkpoint import load_config
 from charter.config import num_parameters
+from charter.data.lineage import LINEAGE_FILE, read_lineage
 from charter.data.prompt_sets import read_prompt_file
 from charter.eval.dangerous import LICENCE as PROBES_LICENCE
 from charter.files import read_json
 
 CARD_FILE = "card.md"
-LINEAGE_FILE = "lineage.json"
 XSTEST_LICENCE = "CC-BY-4.0"
 
 LIMITATIONS = [
@@ -64,18 +60,24 @@ def _model_section(checkpoint: Path) -> list[str]:
 
 def _lineage_section(checkpoint: Path) -> list[str]:
     lines = ["## How it was made", ""]
-    path = checkpoint / LINEAGE_FILE
-    if not path.exists():
+    stages = read_lineage(checkpoint)
+    if not stages:
         return lines + [
             f"Not recorded with the checkpoint (no {LINEAGE_FILE}): the stages, their settings "
-            "and their data are whatever made it; `charter pipeline` records them."
+            "and their data are whatever made it elsewhere."
         ]
-    for number, stage in enumerate(read_json(path).get("stages", []), start=1):
-        lines.append(f"{number}. **{stage.get('name', '?')}**: `{stage.get('command', '?')}`")
-        for key, value in stage.get("settings", {}).items():
-            lines.append(f"   - {key} = {json.dumps(value)}")
+    for number, stage in enumerate(stages, start=1):
+        if stage["name"] == "import":
+            source = stage.get("source", {})
+            lines.append(f"{number}. **import** from {source.get('format', '?')}: "
+                         f"{source.get('path', '?')}")  # fmt: skip
+            continue
+        lines.append(f"{number}. **{stage['name']}**: `{stage.get('command', '?')}`")
+        for section, values in stage.get("settings", {}).items():
+            lines.append(f"   - {section}: {json.dumps(values)}")
         for data in stage.get("data", []):
-            lines.append(f"   - data: {data.get('path', '?')} ({data.get('licence', 'unknown')})")
+            rows = f", {data['rows']:,} rows" if "rows" in data else ""
+            lines.append(f"   - data: {data['path']}{rows} ({data.get('licence', 'not recorded')})")
     return lines
 
 

@@ -58,8 +58,8 @@ from charter.align.redteam.findings import (
 )
 from charter.align.redteam.strategies import Attack, joined, make_attacks
 from charter.data.judge_data import normalise
-from charter.data.judge_sources import CHARTER_LICENCE
 from charter.data.prompt_sets import Prompt, write_prompt_file
+from charter.data.sft import CHARTER_LICENCE
 from charter.eval.refusal import is_refusal
 from charter.files import batches
 from charter.infer.generator import REFUSAL, Generator, Turn, TurnOptions, TurnRequest
