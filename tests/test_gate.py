@@ -26,7 +26,7 @@ from charter.eval.gate import (
     load_policy,
 )
 from charter.eval.interval import proportion
-from charter.files import write_json
+from charter.files import file_sha256, write_json
 from charter.model import Transformer
 from charter.serve.registry import Registry, serve_model
 from tests.helpers import micro
@@ -164,14 +164,20 @@ def test_gate_problem_says_why_a_model_may_not_be_served(tmp_path, checkpoint):
 
 def test_a_model_gated_behind_a_guard_must_be_served_behind_it(tmp_path, checkpoint):
     guard = tmp_path / "safety.toml"
-    guard.write_text("")
-    report = {**evaluation(refused=18, harmful_help=0), "guard": str(guard)}
+    guard.write_text("[input]\nthreshold = 0.5\n")
+    report = {**evaluation(refused=18, harmful_help=0), "guard": str(guard),
+              "guard_sha256": file_sha256(guard)}  # fmt: skip
     write_json(tmp_path / "eval-guarded.json", report)
     policy = write_policy(tmp_path)
     main(["gate", str(checkpoint), "--policy", str(policy), "--eval",
           str(tmp_path / "eval-guarded.json")])  # fmt: skip
     assert "serve it with --guard" in gate_problem(checkpoint)
     assert gate_problem(checkpoint, str(guard)) is None
+    copy = tmp_path / "elsewhere.toml"  # the same settings under another name serve
+    copy.write_text(guard.read_text())
+    assert gate_problem(checkpoint, str(copy)) is None
+    guard.write_text("[input]\nthreshold = 0.99\n")  # loosened after the gate: refused
+    assert "(as it was then)" in gate_problem(checkpoint, str(guard))
 
 
 def test_charter_serve_refuses_an_ungated_model_unless_allowed(tmp_path, checkpoint, monkeypatch):

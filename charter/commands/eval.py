@@ -159,7 +159,13 @@ def cmd_eval_suite(args: argparse.Namespace) -> None:
             generator, suite, args.work or out.parent / out.stem, judge=judge,
             judge_name=args.judge, checkpoint=checkpoint,
         ).run()  # fmt: skip
-    report["guard"] = str(args.guard) if args.guard else None
+    if args.guard:  # what `charter gate` and `charter serve` check the served guard against
+        from charter.files import file_sha256
+
+        report["guard"] = str(args.guard.resolve())
+        report["guard_sha256"] = file_sha256(args.guard)
+    else:
+        report["guard"] = None
     write_json(out, report)
     log(f"eval.json → {out}")
     for name, metric in report["metrics"].items():

@@ -198,13 +198,15 @@ def gate(
         "eval_sha256": file_sha256(evaluation),
         "weights_sha256": weights_sha256(checkpoint),
         "guard": report.get("guard"),  # the safety guard the model was evaluated behind
+        "guard_sha256": report.get("guard_sha256"),
     }
 
 
 def gate_problem(checkpoint: Path, guard: str | None = None) -> str | None:
     """Why `checkpoint` may not be served (behind the safety guard file `guard`, if any), or
     None when it passed its gate, neither its weights nor the evaluation it passed on have
-    changed since, and it is served behind the guard it was evaluated behind."""
+    changed since, and it is served behind a guard file with the same contents as the one it
+    was evaluated behind."""
     path = checkpoint / GATE_FILE
     if not path.exists():
         return (
@@ -223,6 +225,9 @@ def gate_problem(checkpoint: Path, guard: str | None = None) -> str | None:
             f"{checkpoint}: {evaluation} changed or is gone since the gate read it: gate it again"
         )
     needed = verdict.get("guard")
-    if needed and (guard is None or Path(guard).resolve() != Path(needed).resolve()):
-        return f"{checkpoint} passed its gate behind a safety guard: serve it with --guard {needed}"
+    if needed and (guard is None or file_sha256(guard) != verdict.get("guard_sha256")):
+        return (
+            f"{checkpoint} passed its gate behind the safety guard {needed} (as it was then): "
+            "serve it with --guard and that file"
+        )
     return None
