@@ -163,6 +163,9 @@ def test_a_work_directory_made_under_other_settings_is_refused(tokenizer, tmp_pa
     other = load_suite(suite_file(tmp_path, prompt_file), {"suite": {"max_new_tokens": 8}})
     with pytest.raises(ValueError, match="answers made under other settings"):
         SuiteRun(generator, other, tmp_path / "w").run()
+    guarded = ScriptedGenerator(CharterFormat(tokenizer), policy_script, name="guarded")
+    with pytest.raises(ValueError, match="answers made under other settings"):
+        SuiteRun(guarded, load_suite(suite_file(tmp_path, prompt_file)), tmp_path / "w").run()
 
 
 def test_suite_files_are_checked_before_anything_runs(tokenizer, tmp_path, prompt_file):

@@ -23,10 +23,10 @@ CARD_FILE = "card.md"
 XSTEST_LICENCE = "CC-BY-4.0"
 
 LIMITATIONS = [
-    "Refusal is detected by patterns (accuracy 0.83 on 60 hand-labelled replies, recall 0.44: "
-    "implicit refusals are missed) and, with a judge, by the judge's refusal head; harm by the "
-    "trained judge, a small classifier whose measured accuracy is in docs/judge-data.md. Both "
-    "err; every rate is theirs, not a person's.",
+    "Refusal is detected by patterns, which miss implicit refusals (their accuracy against "
+    "people's labels: docs/refusal.md), and with a judge by its refusal head; harm by the "
+    "trained judge, a small classifier (its accuracy: docs/judge-data.md). Both err; every "
+    "rate is theirs, not a person's.",
     "Every reply is greedy and at most the suite's max_new_tokens long, to a single prompt (the "
     "jailbreak section's multi-turn attacks aside): longer or sampled conversations may differ.",
     "The held-out sets are public: a model trained elsewhere may have seen them.",

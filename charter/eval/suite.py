@@ -253,10 +253,15 @@ class SuiteRun:
         return None
 
     def _claim_work_directory(self) -> None:
-        """Keep the settings beside the work; refuse a directory written under others."""
+        """Keep the settings beside the work; refuse a directory written under others (another
+        model, backend or safety guard, another judge, another suite)."""
         self.work.mkdir(parents=True, exist_ok=True)
         path = self.work / "settings.json"
-        mine = {"model": self.generator.name, "judge": self.judge_name, **self.suite.to_json()}
+        mine = {
+            "generator": self.generator.describe(),
+            "judge": self.judge_name,
+            **self.suite.to_json(),
+        }
         if path.exists() and read_json(path) != mine:
             raise ValueError(
                 f"{self.work} holds answers made under other settings ({path}); remove it or "
@@ -332,7 +337,7 @@ class SuiteRun:
 
     def _prompt_rows(self, section: str, prompts: Sequence[Prompt]) -> list[tuple[Prompt, dict]]:
         """Each prompt with its answered row, less those too long for the context."""
-        keyed = [(f"{p.source}", p) for p in prompts]
+        keyed = [(p.source, p) for p in prompts]
         rows = self._replies(section, [(key, p.text) for key, p in keyed])
         return [(p, rows[key]) for key, p in keyed if rows[key]["unusable"] is None]
 
