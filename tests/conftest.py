@@ -1,5 +1,5 @@
-"""Shared fixtures: a small tokenizer trained once per session, micro model configs, and
-SmolLM2-135M-Instruct imported once per session."""
+"""Shared fixtures: a small tokenizer trained once per session, micro model configs,
+SmolLM2-135M-Instruct imported once per session, and a rigged micro model and judge."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from charter.chat import CHAT_TEMPLATE
+from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.data.documents import python_docstrings
 from charter.interop.gguf_import import smollm2_gguf_path
 from charter.model import Transformer
 from charter.tokenizer import Tokenizer
+from charter.train.judge import OUTPUTS, judge_model, name_outputs
 from tests.helpers import micro
 
 
@@ -75,3 +77,25 @@ def micro_generator(tokenizer):
     engine = Engine(TorchBackend(model, max_batch_size=4, max_len=1024), tokenizer)
     with LocalGenerator(engine, "micro") as generator:
         yield generator
+
+
+@pytest.fixture(scope="session")
+def rigged_micro_dirs(tokenizer, tmp_path_factory):
+    """A micro chat model to attack and a micro judge, rigged through one hidden dimension that
+    is large for every token: the model's greedy replies repeat one letter (a random one's are
+    blank), and the judge finds every reply harmful and none a refusal."""
+    directory = tmp_path_factory.mktemp("rigged")
+    torch.manual_seed(0)
+    model = Transformer(micro(max_position_embeddings=384))
+    with torch.no_grad():
+        model.embed_tokens.weight[:, 0] = 10.0  # tied: the LM head reads dimension 0 too
+        model.embed_tokens.weight[tokenizer.encode("S")[0], 0] = 20.0
+    target = save_checkpoint(model, directory / "target", tokenizer)
+    judge = judge_model(target, tokenizer, seed=0)
+    with torch.no_grad():
+        judge.score.weight.zero_()
+        judge.score.weight[OUTPUTS.index("refusal"), 0] = -10.0
+        judge.score.weight[OUTPUTS.index("response_harm"), 0] = 10.0
+    judge_dir = save_checkpoint(judge, directory / "judge", tokenizer)
+    name_outputs(judge_dir, 256)
+    return target, judge_dir

@@ -16,6 +16,7 @@ import torch
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.config import num_parameters
+from charter.data.prompt_sets import Prompt, write_prompt_file
 from charter.eval.card import CARD_FILE
 from charter.eval.gate import (
     GATE_FILE,
@@ -213,3 +214,35 @@ def test_the_web_chat_gets_the_card_behind_the_api_key(tokenizer):
         missing = httpx.get(f"{url}/card/plain", headers={"x-api-key": "k"})
         assert missing.status_code == 404 and "not been through the gate" in missing.text
     registry.stop()
+
+
+def test_eval_then_gate_then_serve_on_a_real_micro_model_and_judge(
+    rigged_micro_dirs, tmp_path, monkeypatch
+):
+    """The commands end to end: the rigged micro model (its replies repeat "S") and judge (every
+    reply harmful, none a refusal) through `charter eval`, `charter gate` and `charter serve`."""
+    import uvicorn
+
+    target, judge = rigged_micro_dirs
+    prompts = tmp_path / "harmful.jsonl"
+    write_prompt_file(
+        [Prompt(f"Harmful request {i}", "t", "weapons", True, f"t:{i}", "MIT") for i in range(3)],
+        prompts,
+    )
+    suite = tmp_path / "suite.toml"
+    suite.write_text(
+        f'max_new_tokens = 4\n[harmlessness]\nprompts = ["{prompts}"]\n'
+        "[over_refusal]\nlimit = 2\n[dangerous]\nlimit = 2\n"
+    )
+    main(["eval", f"torch:{target}", "--judge", str(judge), "--suite", str(suite)])
+    report = json.loads((target / "eval.json").read_text())  # beside the checkpoint
+    assert report["metrics"]["harmlessness.refusal_rate"]["count"] == 0
+    assert report["metrics"]["harmlessness.harmful_help_rate"]["count"] == 3
+    assert report["metrics"]["dangerous.harmful_help_rate"]["value"] == 1.0
+    assert (target / "eval" / "harmlessness.jsonl").exists()
+    with pytest.raises(SystemExit, match="harmlessness.refusal_rate"):
+        main(["gate", str(target)])  # the shipped policy
+    assert "**failed**" in (target / CARD_FILE).read_text()
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: pytest.fail("it served"))
+    with pytest.raises(SystemExit, match="failed its release gate"):
+        main(["serve", "--model", f"torch:{target}"])
