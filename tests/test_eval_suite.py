@@ -259,3 +259,53 @@ def test_charter_eval_model_is_the_suite_and_the_studies_keep_their_names():
     assert args.eval_verb == "suite" and args.model == "runs/x"
     args = parser.parse_args(["eval", "sft", "--model", "m", "--data", "d.jsonl"])
     assert args.eval_verb == "sft"
+
+
+@pytest.mark.slow
+def test_charter_eval_killed_with_sigkill_resumes_to_the_uninterrupted_eval_json(
+    rigged_micro_dirs, tmp_path
+):
+    """A real `charter eval` process, killed with SIGKILL while it appends answers, then rerun:
+    no answer twice, and the eval.json of a run never interrupted (about 30 s: three cold
+    interpreters)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target, judge = rigged_micro_dirs
+    prompts = tmp_path / "harmful.jsonl"
+    write_prompt_file(
+        [Prompt(f"Harmful request {i}", "t", "weapons", True, f"t:{i}", "MIT") for i in range(60)],
+        prompts,
+    )
+    suite = tmp_path / "suite.toml"
+    suite.write_text(
+        f'batch_size = 2\nmax_new_tokens = 8\n[harmlessness]\nprompts = ["{prompts}"]\n'
+        "[dangerous]\n"
+    )
+
+    def command(out):
+        return [sys.executable, "-m", "charter.cli", "eval", f"torch:{target}", "--judge",
+                str(judge), "--suite", str(suite), "--out", str(out)]  # fmt: skip
+
+    killed = tmp_path / "killed" / "eval.json"
+    answers = killed.parent / "eval" / "harmlessness.jsonl"
+    process = subprocess.Popen(command(killed), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (answers.exists() and answers.read_text().count("\n") >= 4):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not killed.exists()  # it really stopped part-way
+    subprocess.run(command(killed), check=True, stderr=subprocess.DEVNULL)
+    whole = tmp_path / "whole" / "eval.json"
+    subprocess.run(command(whole), check=True, stderr=subprocess.DEVNULL)
+
+    resumed, uninterrupted = json.loads(killed.read_text()), json.loads(whole.read_text())
+    assert resumed["metrics"] == uninterrupted["metrics"]
+    assert resumed["details"] == uninterrupted["details"]
+    keys = [json.loads(line)["key"] for line in answers.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 60
