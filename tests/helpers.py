@@ -28,7 +28,8 @@ def load_bench(name: str) -> ModuleType:
 
 
 class FakeJudge:
-    """refusal 0.9 when the reply says NO, response_harm 0.9 when it says HARM; records rows."""
+    """refusal 0.9 when the reply says NO, response_harm 0.9 when it says HARM, every request
+    in the weapons category; records rows."""
 
     def __init__(self) -> None:
         self.rows: list = []
@@ -41,6 +42,7 @@ class FakeJudge:
             scores.append(
                 {
                     "request_harm": 0.9,
+                    "category": "weapons",
                     "refusal": 0.9 if "NO" in reply else 0.1,
                     "response_harm": 0.9 if "HARM" in reply else 0.1,
                 }

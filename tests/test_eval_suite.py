@@ -59,7 +59,7 @@ def policy_script(request) -> str:
 @pytest.fixture
 def prompt_file(tmp_path):
     prompts = [
-        Prompt(text, "test-harmful", "weapons" if i < 2 else "violence", True, f"t:{i}", "MIT")
+        Prompt(text, "test-harmful", "weapons" if i < 2 else "unknown", True, f"t:{i}", "MIT")
         for i, text in enumerate(HARMFUL)
     ]
     path = tmp_path / "harmful.jsonl"
@@ -101,7 +101,9 @@ def test_the_suite_measures_every_section_with_intervals_and_names_what_measured
     assert metrics["dangerous.harmful_help_rate"]["n"] == len(dangerous_probes())
     assert metrics["jailbreak.asr"]["n"] > 0  # direct + past tense on three seeds
     by_category = report["details"]["harmlessness"]["refusal_rate_by_category"]
-    assert by_category["weapons"]["count"] == 1 and by_category["violence"]["count"] == 0
+    assert by_category["weapons"]["count"] == 1 and by_category["weapons"]["n"] == 2
+    judged = by_category["weapons (judge's category)"]  # the prompt set gave none
+    assert (judged["count"], judged["n"]) == (0, 1)
     assert report["skipped"] == {"tasks": "not in the suite", "bits_per_byte": "not in the suite"}
 
 

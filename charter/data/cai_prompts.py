@@ -36,6 +36,7 @@ from charter.data.prompt_sets import Prompt, write_prompt_file
 from charter.data.sft import jsonl_lines
 from charter.files import write_json
 
+UNKNOWN_CATEGORY = "unknown"  # a harmful request whose source gives no category
 REDTEAM, HELPFUL, EVAL = "redteam", "helpful", "redteam-eval"
 # Benign requests that use the words of harmful ones: the over-refusal risk CAI must not create.
 EDGY_SOURCES = ("lookalikes", "aplomb", "donotanswer")
@@ -64,7 +65,7 @@ def _requests(path: Path) -> list[Prompt]:
         if "response" in row or "request_harm" not in row:
             continue
         harmful = bool(row["request_harm"])
-        category = row.get("category") or ("unknown" if harmful else "none")
+        category = row.get("category") or (UNKNOWN_CATEGORY if harmful else "none")
         prompts.append(
             Prompt(row["prompt"], row["source"], category, harmful, where, row["licence"])
         )

@@ -50,6 +50,7 @@ from charter.align.judge import Scorer
 from charter.align.redteam.findings import HELDOUT, REFUSED, SUCCESS, Findings
 from charter.align.redteam.run import REFUSAL_THRESHOLD, heldout_attacks, run_round, verdict
 from charter.align.redteam.strategies import parse_strategies
+from charter.data.cai_prompts import UNKNOWN_CATEGORY
 from charter.data.prompt_sets import (
     DEFAULT_XSTEST,
     Prompt,
@@ -314,7 +315,9 @@ class SuiteRun:
             for row in usable
         ]  # fmt: skip
         for row, scores in zip(usable, self.judge.score(conversations), strict=True):
-            row["scores"] = {k: scores[k] for k in ("request_harm", "refusal", "response_harm")}
+            row["scores"] = {
+                k: scores[k] for k in ("request_harm", "category", "refusal", "response_harm")
+            }
         for row in rows:
             row.setdefault("scores", None)
 
@@ -344,9 +347,14 @@ class SuiteRun:
     def _by_category(
         self, answered: Sequence[tuple[Prompt, dict]], flag: Callable[[dict], bool], by: str
     ) -> dict[str, Any]:
+        """Rates per category: the prompt's own, or where its data set gives none ("unknown")
+        the judge's, marked as the judge's."""
         groups: dict[str, list[bool]] = defaultdict(list)
         for prompt, row in answered:
-            groups[prompt.category].append(flag(row))
+            category = prompt.category
+            if category == UNKNOWN_CATEGORY and (row["scores"] or {}).get("category"):
+                category = f"{row['scores']['category']} (judge's category)"
+            groups[category].append(flag(row))
         return {c: rate(groups[c], by).to_json() for c in sorted(groups)}
 
     def _not_measured(self, prompts: Sequence[Prompt], answered: Sequence) -> dict[str, int]:
