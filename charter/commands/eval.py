@@ -139,8 +139,10 @@ def cmd_eval_suite(args: argparse.Namespace) -> None:
 
     spec = parse_model_spec(args.model, default_backend=args.backend)
     checkpoint = Path(spec.target) if spec.is_local else None
-    if args.out is None and (checkpoint is None or args.guard):
-        raise ValueError("--out is needed: eval.json goes beside a local checkpoint by default")
+    if args.out is None and checkpoint is None:
+        raise ValueError("--out is needed: only a local checkpoint has a place for eval.json")
+    if args.out is None and args.guard:
+        raise ValueError("--out is needed with --guard: MODEL/eval.json is the bare model's")
     out = args.out or checkpoint / "eval.json"
     suite = load_suite(args.suite, load_settings(None, args.set))
     args.batch_size = suite.common.batch_size
