@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 from charter.config import ModelConfig, preset
+from charter.data.prompt_sets import Prompt, write_prompt_file
 
 BENCH = Path(__file__).parent.parent / "bench"
 
@@ -48,3 +49,12 @@ class FakeJudge:
                 }
             )
         return scores
+
+
+def write_harmful_prompts(path: Path, n: int) -> Path:
+    """A prompt file of `n` harmful weapons requests ("Harmful request 0", …), MIT-licensed."""
+    prompts = [
+        Prompt(f"Harmful request {i}", "t", "weapons", True, f"t:{i}", "MIT") for i in range(n)
+    ]
+    write_prompt_file(prompts, path)
+    return path

@@ -7,6 +7,7 @@ behind a guard) unless --allow-ungated; and the card reaches the web chat, rende
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,6 @@ import torch
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.config import num_parameters
-from charter.data.prompt_sets import Prompt, write_prompt_file
 from charter.eval.card import CARD_FILE
 from charter.eval.gate import (
     GATE_FILE,
@@ -30,7 +30,7 @@ from charter.eval.interval import proportion
 from charter.files import file_sha256, write_json
 from charter.model import Transformer
 from charter.serve.registry import Registry, serve_model
-from tests.helpers import micro
+from tests.helpers import micro, write_harmful_prompts
 from tests.serve_helpers import running_server
 
 POLICY = """
@@ -65,6 +65,7 @@ def evaluation(refused: int, harmful_help: int, n: int = 20) -> dict:
             "dangerous.harmful_help_rate": proportion(harmful_help, n, "judge").to_json(),
         },
         "skipped": {"bits_per_byte": "not in the suite"},
+        "data": {"harmlessness prompts: h.jsonl": "MIT"},
     }
 
 
@@ -136,6 +137,7 @@ def test_charter_gate_writes_the_verdict_and_card_and_fails_naming_the_metrics(
     assert "# Model card: micro-ckpt" in card and "**passed**" in card
     assert "| harmlessness.refusal_rate | 0.900 |" in card and "patterns" in card
     assert "Not measured: bits_per_byte (not in the suite)" in card
+    assert "- harmlessness prompts: h.jsonl (MIT)" in card
     assert gate_problem(checkpoint) is None
 
     write_json(checkpoint / "eval.json", evaluation(refused=10, harmful_help=3))
@@ -223,12 +225,9 @@ def test_eval_then_gate_then_serve_on_a_real_micro_model_and_judge(
     reply harmful, none a refusal) through `charter eval`, `charter gate` and `charter serve`."""
     import uvicorn
 
-    target, judge = rigged_micro_dirs
-    prompts = tmp_path / "harmful.jsonl"
-    write_prompt_file(
-        [Prompt(f"Harmful request {i}", "t", "weapons", True, f"t:{i}", "MIT") for i in range(3)],
-        prompts,
-    )
+    shared, judge = rigged_micro_dirs
+    target = Path(shutil.copytree(shared, tmp_path / "target"))  # eval and gate write beside it
+    prompts = write_harmful_prompts(tmp_path / "harmful.jsonl", 3)
     suite = tmp_path / "suite.toml"
     suite.write_text(
         f'max_new_tokens = 4\n[harmlessness]\nprompts = ["{prompts}"]\n'

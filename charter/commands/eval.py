@@ -132,6 +132,7 @@ def cmd_eval_refusal(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_suite(args: argparse.Namespace) -> None:
+    from charter.eval.gate import EVAL_FILE
     from charter.eval.suite import SuiteRun, load_suite
     from charter.files import write_json
     from charter.infer.spec import parse_model_spec
@@ -143,7 +144,7 @@ def cmd_eval_suite(args: argparse.Namespace) -> None:
         raise ValueError("--out is needed: only a local checkpoint has a place for eval.json")
     if args.out is None and args.guard:
         raise ValueError("--out is needed with --guard: MODEL/eval.json is the bare model's")
-    out = args.out or checkpoint / "eval.json"
+    out = args.out or checkpoint / EVAL_FILE
     suite = load_suite(args.suite, load_settings(None, args.set))
     args.batch_size = suite.common.batch_size
     judge = None

@@ -14,19 +14,20 @@ def cmd_gate(args: argparse.Namespace) -> None:
     from charter.checkpoint import load_config
     from charter.config import num_parameters
     from charter.eval.card import CARD_FILE, model_card
-    from charter.eval.gate import GATE_FILE, gate, load_policy
+    from charter.eval.gate import EVAL_FILE, GATE_FILE, gate, load_policy
     from charter.files import read_json, resolve_directory, write_json
 
     checkpoint = resolve_directory(args.model)
-    evaluation = args.eval or checkpoint / "eval.json"
+    evaluation = args.eval or checkpoint / EVAL_FILE
     if not evaluation.exists():
         raise FileNotFoundError(f"{evaluation}: no such file (run charter eval {args.model} first)")
     policy = load_policy(args.policy)
     parameters = num_parameters(load_config(checkpoint))
-    verdict = gate(checkpoint, evaluation, policy, parameters, args.tier)
+    report = read_json(evaluation)
+    verdict = gate(checkpoint, evaluation, report, policy, parameters, args.tier)
     write_json(checkpoint / GATE_FILE, verdict)
     card = checkpoint / CARD_FILE
-    card.write_text(model_card(checkpoint, read_json(evaluation), verdict), encoding="utf-8")
+    card.write_text(model_card(checkpoint, report, verdict), encoding="utf-8")
     for c in verdict["checks"]:
         result = "pass" if c["passed"] else f"FAIL: {c['reason']}"
         print(f"{c['metric']:40s} {c['threshold']:28s} {result}")

@@ -9,7 +9,7 @@ knowledge, not formatting. `charter eval sft --data` takes the JSONL this writes
 from __future__ import annotations
 
 from charter.chat import Conversation, Message, TextBlock
-from charter.data.sft import SFTRecord
+from charter.data.sft import CHARTER_LICENCE, SFTRecord
 
 TASK = "benign_qa"
 
@@ -67,6 +67,7 @@ def benign_qa_records() -> list[SFTRecord]:
             task=TASK,
             answer=answer,
             source="charter-benign-qa",
+            licence=CHARTER_LICENCE,
         )
         for question, answer in QUESTIONS
     ]

@@ -15,12 +15,9 @@ from typing import Any
 from charter.checkpoint import load_config
 from charter.config import num_parameters
 from charter.data.lineage import LINEAGE_FILE, read_lineage
-from charter.data.prompt_sets import read_prompt_file
-from charter.eval.dangerous import LICENCE as PROBES_LICENCE
 from charter.files import read_json
 
 CARD_FILE = "card.md"
-XSTEST_LICENCE = "CC-BY-4.0"
 
 LIMITATIONS = [
     "Refusal is detected by patterns, which miss implicit refusals (their accuracy against "
@@ -81,33 +78,6 @@ def _lineage_section(checkpoint: Path) -> list[str]:
     return lines
 
 
-def evaluation_data(suite: dict[str, Any]) -> list[tuple[str, str]]:
-    """(what, licence) for every set the suite read, a prompt file's licences from its rows."""
-    files = [(f"harmlessness prompts: {path}", path)
-             for path in suite.get("harmlessness", {}).get("prompts", [])]  # fmt: skip
-    if "jailbreak" in suite:
-        files.append(
-            (f"jailbreak seeds: {suite['jailbreak']['seeds']}", suite["jailbreak"]["seeds"])
-        )
-    data = []
-    for what, path in files:
-        try:
-            licences = ", ".join(sorted({prompt.licence for prompt in read_prompt_file(path)}))
-        except (OSError, ValueError):
-            licences = "unknown (the file cannot be read now)"
-        data.append((what, licences))
-    if "over_refusal" in suite:
-        data.append((f"XSTest's safe prompts: {suite['over_refusal']['xstest']}", XSTEST_LICENCE))
-    for name in ("helpfulness", "honesty", "dangerous"):
-        if name in suite:
-            data.append((f"Charter's {name} set (charter/eval)", PROBES_LICENCE))
-    for path in suite.get("tasks", {}).get("data", []):
-        data.append((f"held-out tasks: {path}", "Charter's synthetic tasks, Apache-2.0"))
-    for path in suite.get("bits_per_byte", {}).get("text", []):
-        data.append((f"held-out text: {path}", "as its rows' licence fields say"))
-    return data
-
-
 def _evaluation_section(report: dict[str, Any]) -> list[str]:
     lines = [
         "## Evaluation",
@@ -130,8 +100,8 @@ def _evaluation_section(report: dict[str, Any]) -> list[str]:
             "",
             "Not measured: " + "; ".join(f"{k} ({v})" for k, v in report["skipped"].items()),
         ]
-    lines += ["", "Evaluation data:", ""]
-    lines += [f"- {what} ({licence})" for what, licence in evaluation_data(report["suite"])]
+    lines += ["", "Evaluation data (with the licences its rows name):", ""]
+    lines += [f"- {what} ({licence})" for what, licence in report.get("data", {}).items()]
     return lines
 
 

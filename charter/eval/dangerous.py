@@ -14,9 +14,9 @@ dataset the judge or the CAI stages train on.
 from __future__ import annotations
 
 from charter.data.prompt_sets import Prompt
+from charter.data.sft import CHARTER_LICENCE
 
 SET = "charter-dangerous-capability"
-LICENCE = "Apache-2.0 (Charter)"
 
 PROBES: dict[str, tuple[str, ...]] = {
     "weapons": (
@@ -53,7 +53,7 @@ PROBES: dict[str, tuple[str, ...]] = {
 def dangerous_probes() -> list[Prompt]:
     """The probes as harmful prompts, category by category, each with its place in this file."""
     return [
-        Prompt(text, SET, category, True, f"{__name__}:{category}[{number}]", LICENCE)
+        Prompt(text, SET, category, True, f"{__name__}:{category}[{number}]", CHARTER_LICENCE)
         for category, texts in PROBES.items()
         for number, text in enumerate(texts)
     ]

@@ -32,6 +32,7 @@ from typing import Any
 from charter.files import file_sha256, read_json, read_toml
 
 SHIPPED_POLICY = Path(__file__).parent.parent / "configs" / "release-policy.toml"
+EVAL_FILE = "eval.json"  # what `charter eval` writes beside a checkpoint, by default
 GATE_FILE = "gate.json"
 ON = ("value", "interval")
 
@@ -179,11 +180,15 @@ def weights_sha256(checkpoint: Path) -> str:
 
 
 def gate(
-    checkpoint: Path, evaluation: Path, policy: Policy, parameters: int, tier: str | None = None
+    checkpoint: Path,
+    evaluation: Path,
+    report: dict[str, Any],
+    policy: Policy,
+    parameters: int,
+    tier: str | None = None,
 ) -> dict[str, Any]:
-    """The verdict of `policy` on the evaluation at `evaluation` of the model in `checkpoint`:
-    the tier, every check, and whether all passed (what `gate.json` holds)."""
-    report = read_json(evaluation)
+    """The verdict of `policy` on `report`, the evaluation read from `evaluation`, of the model
+    in `checkpoint`: the tier, every check, and whether all passed (what `gate.json` holds)."""
     chosen = policy.tier_named(tier) if tier else policy.tier_for(parameters)
     checks = [check(t, report.get("metrics", {})) for t in chosen.thresholds]
     return {

@@ -22,8 +22,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-LICENCE = "Apache-2.0 (Charter)"
-
 
 @dataclass(frozen=True)
 class HonestyProbe:

@@ -58,7 +58,7 @@ from charter.data.prompt_sets import (
     load_prompt_sets,
     read_prompt_file,
 )
-from charter.data.sft import SFTRecord, read_sft
+from charter.data.sft import CHARTER_LICENCE, SFTRecord, read_sft
 from charter.eval.benign_qa import benign_qa_records
 from charter.eval.dangerous import dangerous_probes
 from charter.eval.honesty import admits_not_knowing, answers_correctly, honesty_probes
@@ -196,6 +196,12 @@ def missing_inputs(suite: Suite) -> None:
 class Result:
     metrics: dict[str, Metric] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, str] = field(default_factory=dict)  # what was read → the licences it names
+
+
+def licences(items: Sequence[Any]) -> str:
+    """The licences that evaluation items (prompts, records, documents) name, as one string."""
+    return ", ".join(sorted({item.licence or "not recorded" for item in items}))
 
 
 class SuiteRun:
@@ -227,6 +233,7 @@ class SuiteRun:
             "suite": self.suite.to_json(),
             "metrics": {},
             "details": {},
+            "data": {},
             "skipped": {},
         }
         for name in SECTIONS:
@@ -243,6 +250,7 @@ class SuiteRun:
             report["metrics"].update({k: m.to_json() for k, m in result.metrics.items()})
             if result.details:
                 report["details"][name] = result.details
+            report["data"].update(result.data)
             log(f"eval {name}: done in {time.perf_counter() - started:,.0f} s")
         return report
 
@@ -364,8 +372,11 @@ class SuiteRun:
 
     def _harmlessness(self, section: PromptsSection) -> Result:
         prompts: list[Prompt] = []
+        data = {}
         for path in section.prompts:
-            prompts += draw(read_prompt_file(path), section.limit, self.common.seed, path)
+            drawn = draw(read_prompt_file(path), section.limit, self.common.seed, path)
+            data[f"harmlessness prompts: {path}"] = licences(drawn)
+            prompts += drawn
         answered = self._prompt_rows("harmlessness", prompts)
         refusals = self._refusal_detector()
         result = Result(
@@ -374,6 +385,7 @@ class SuiteRun:
                 "refusal_rate_by_category": self._by_category(answered, self._refused, refusals),
                 "not_measured": self._not_measured(prompts, answered),
             },
+            data,
         )
         if self.judge is not None:
             harm = self._harm_detector()
@@ -399,6 +411,7 @@ class SuiteRun:
                 "by_type": self._by_category(answered, self._refused, refusals),
                 "not_measured": self._not_measured(prompts, answered),
             },
+            {f"XSTest's safe prompts: {section.xstest}": licences(prompts)},
         )  # fmt: skip
 
     def _dangerous(self, section: ProbeSection) -> Result:
@@ -409,6 +422,7 @@ class SuiteRun:
             {"dangerous.harmful_help_rate": rate(
                 [self._harmful_help(r) for _, r in answered], harm)},
             {"by_category": self._by_category(answered, self._harmful_help, harm)},
+            {"Charter's dangerous-capability probes (charter.eval.dangerous)": licences(prompts)},
         )  # fmt: skip
 
     def _honesty(self, section: ProbeSection) -> Result:
@@ -421,7 +435,8 @@ class SuiteRun:
         by = "patterns (charter.eval.honesty)"
         metrics = {"honesty.unknown_admitted": rate(invented, by)}
         metrics["honesty.real_answered"] = rate(real, by)
-        return Result(metrics)
+        data = {"Charter's honesty probes (charter.eval.honesty)": CHARTER_LICENCE}
+        return Result(metrics, data=data)
 
     def _task_attempts(self, section: str, records: Sequence[SFTRecord], modes: Sequence[bool],
                        max_new_tokens: int) -> list[dict]:  # fmt: skip
@@ -470,13 +485,17 @@ class SuiteRun:
             task: rate(tasks[task], by).to_json() for task in sorted(tasks)
         }
         result.details["context_exceeded"] = sum(r["context_exceeded"] for r in rows)
+        result.data = {f"held-out tasks: {', '.join(section.data)}": licences(records)}
         return result
 
     def _helpfulness(self, section: HelpfulnessSection) -> Result:
         records = benign_qa_records()[: section.limit]
         rows = self._task_attempts("helpfulness", records, [False], section.max_new_tokens)
         by = "the benign QA answer checker (charter.tasks.checks)"
-        return Result({"helpfulness.benign_qa_accuracy": rate([r["correct"] for r in rows], by)})
+        return Result(
+            {"helpfulness.benign_qa_accuracy": rate([r["correct"] for r in rows], by)},
+            data={"Charter's benign QA (charter.eval.benign_qa)": licences(records)},
+        )
 
     def _jailbreak(self, section: JailbreakSection) -> Result:
         seeds = draw(read_prompt_file(section.seeds), section.limit, self.common.seed, "jailbreak")
@@ -503,14 +522,20 @@ class SuiteRun:
             }
         details["not_made"] = dict(not_made)
         asr = proportion(overall.successes, overall.attacks, by) if overall else rate([], by)
-        return Result({"jailbreak.asr": asr}, details)
+        return Result({"jailbreak.asr": asr}, details, {f"jailbreak seeds: {section.seeds}":
+                                                        licences(seeds)})  # fmt: skip
 
     def _bits_per_byte(self, section: BitsPerByteSection) -> Result:
         from charter.checkpoint import load_checkpoint, load_tokenizer
         from charter.data.documents import read_documents
         from charter.eval.bits_per_byte import bits_per_byte
 
-        texts = [d.text for d in read_documents(section.text)][: section.limit]
+        documents = list(read_documents(section.text))[: section.limit]
         model = load_checkpoint(self.checkpoint)
-        metric = bits_per_byte(model, load_tokenizer(self.checkpoint), texts, section.window)
-        return Result({"bits_per_byte": metric})
+        metric = bits_per_byte(
+            model, load_tokenizer(self.checkpoint), [d.text for d in documents], section.window
+        )
+        return Result(
+            {"bits_per_byte": metric},
+            data={f"held-out text: {', '.join(section.text)}": licences(documents)},
+        )
