@@ -8,6 +8,7 @@ from outside, as torchtitan does.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,5 +116,11 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def shutdown(ctx: Distributed) -> None:
+    """Leave the process group. After a clean run the ranks leave together: one that tears its
+    gloo connections down while a peer is still finishing its last collective can abort that
+    peer (seen once in CI: "terminate called without an active exception" after a
+    `stop_after` save). A rank that is failing does not wait for peers that may never come."""
     if ctx.enabled and dist.is_initialized():
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
