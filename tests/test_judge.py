@@ -222,6 +222,23 @@ def test_a_long_conversation_loses_its_oldest_exchanges_first(tokenizer):
     assert len(Renderer(tokenizer, 60).ids(one)[0]) <= 60  # then the last message's middle
 
 
+def test_a_cut_that_retokenises_longer_still_ends(tokenizer, monkeypatch):
+    # Cutting a byte-level vocabulary's ids inside a multi-byte character ("’") decodes to a
+    # replacement character, which encodes to more tokens than were cut: the loop once spun
+    # forever on an HH-RLHF reply with a 512-token vocabulary.
+    shorten, calls = Renderer._shorten, []
+
+    def counted(self, item, overflow):
+        calls.append(overflow)
+        assert len(calls) < 100, "the renderer is not converging"
+        return shorten(self, item, overflow)
+
+    monkeypatch.setattr(Renderer, "_shorten", counted)
+    request = chat.Conversation([chat.Message("user", [chat.TextBlock("hi")])])
+    ids, truncated = Renderer(tokenizer, 128).ids(JudgeInput(request, "you’re " * 80))
+    assert truncated and len(ids) <= 128
+
+
 def test_judge_learns_a_separable_set(trained):
     last = read_metrics(trained / "metrics.jsonl")[-1]
     assert last["heldout/request_harm/accuracy"] >= 0.95

@@ -43,6 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "charter.terminal",
             "charter.commands",
             "charter.pipeline",
+            "charter.report",
             "charter.redteam_loop",
             "charter.cli",
         ),

@@ -38,7 +38,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("export", "export a checkpoint for other runtimes"),
     "info": ("info", "describe a model directory"),
     "plot": ("plot", "plot a metric of one or more metrics.jsonl files"),
-    "demo": ("demo", "run the whole pipeline on the embedded defaults"),
+    "pipeline": ("pipeline", "every stage in order, resumable, then report.html: --preset NAME"),
+    "report": ("report", "draw a pipeline run's report again"),
+    "demo": ("demo", "the demo pipeline (charter pipeline --preset demo)"),
 }
 
 

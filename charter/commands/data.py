@@ -197,6 +197,10 @@ def cmd_judge_sources(args: argparse.Namespace) -> None:
         tuple(args.replies),
     )
     sources = [*judge_data.SOURCES, *([judge_data.MODEL_REPLIES] if args.replies else [])]
+    if args.sources:
+        sources = judge_data.select_sources(sources, args.sources.split(","))
+    for assignment in args.split:
+        sources = judge_data.resplit(sources, assignment)
     data = judge_data.assemble(sources, inputs)
     paths = judge_data.write_judge_data(data, args.out)
     print(judge_data.format_report(data.report()))
@@ -264,6 +268,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     ):
         judge.add_argument(flag, type=Path, default=default, help=f"{what}; default {default}")
     judge.add_argument("--synthetic", type=int, default=1000, help="synthetic task prompts")
+    judge.add_argument(
+        "--sources",
+        help="comma-separated source names to read (default: all); e.g. the offline ones: "
+        "benign-qa,hh-rlhf,lookalikes,synthetic",
+    )
+    judge.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        metavar="SOURCE=SPLIT",
+        help="put a source on another side (train, heldout, or hash: 20%% of its rows held out "
+        "by text); e.g. lookalikes=hash where no other source holds harmful requests out",
+    )
     judge.add_argument(
         "--replies", nargs="*", type=Path, default=[], help="model-written replies (judge-replies)"
     )

@@ -55,7 +55,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +189,28 @@ SOURCES = [  # in priority order: held-out sources first (see the module's docst
 MODEL_REPLIES = Source(
     SOURCE, TRAIN, lambda inputs: read_replies(list(inputs.replies), inputs.is_refusal)
 )
+
+
+def select_sources(sources: list[Source], names: list[str]) -> list[Source]:
+    """The sources named, in their priority order; an unknown name is an error naming the known."""
+    known = [source.name for source in sources]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown judge sources {unknown}: choose from {', '.join(known)}")
+    return [source for source in sources if source.name in names]
+
+
+def resplit(sources: list[Source], assignment: str) -> list[Source]:
+    """`sources` with one moved to another split, from "NAME=SPLIT" (SPLIT: train, heldout,
+    hash)."""
+    name, _, split = assignment.partition("=")
+    if split not in (TRAIN, HELDOUT, HASH):
+        raise ValueError(
+            f"--split {assignment!r}: write SOURCE=SPLIT, SPLIT one of train, heldout, hash"
+        )
+    if name not in [source.name for source in sources]:
+        raise ValueError(f"--split {assignment!r}: no source {name!r} is read")
+    return [replace(s, split=split) if s.name == name else s for s in sources]
 
 
 def normalise(text: str) -> str:

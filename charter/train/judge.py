@@ -173,10 +173,16 @@ class Renderer:
     def ids(self, item: JudgeInput) -> tuple[list[int], bool]:
         """The ids of `item`, and whether a text lost its middle to fit."""
         ids = self._render(item)
-        truncated = False
+        truncated, extra = False, 0
         while len(ids) > self.max_seq_len:
-            item = self._shorten(item, len(ids) - self.max_seq_len)
+            before = len(ids)
+            item = self._shorten(item, len(ids) - self.max_seq_len + extra)
             ids, truncated = self._render(item), True
+            # Ids cut inside a multi-byte character decode to a replacement character, which
+            # encodes to more tokens than were cut: cut more each time a cut did not shorten
+            # the rendering, so this ends.
+            if len(ids) >= before:
+                extra = 2 * extra + 1
         return ids, truncated
 
     def _render(self, item: JudgeInput) -> list[int]:
