@@ -151,8 +151,9 @@ def _fill_all(value: Any, fill) -> Any:
 def run_pipeline(pipeline: Pipeline, out: Path) -> None:
     """Every stage of `pipeline` not yet done, in order, recorded in `out`/pipeline.jsonl."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / PLAN_FILE, {"source": str(pipeline.source), "report": pipeline.report,
-                                 "stages": [stage.name for stage in pipeline.stages]})  # fmt: skip
+    stages = [stage.name for stage in pipeline.stages]
+    plan = {"source": str(pipeline.source), "report": pipeline.report, "stages": stages}
+    write_json(out / PLAN_FILE, plan)
     run_stages(pipeline.stages, out / RECORD_FILE)
 
 
@@ -184,16 +185,13 @@ def run_stages(stages: list[Stage], record: Path | None = None) -> None:
         _run(main, stage)
         seconds = time.perf_counter() - stage_started
         if record:
-            ResumableJsonl(record).append(
-                [
-                    {
-                        "stage": stage.name,
-                        "command": stage.command,
-                        "seconds": round(seconds, 1),
-                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    }
-                ]  # fmt: skip
-            )
+            finish = {
+                "stage": stage.name,
+                "command": stage.command,
+                "seconds": round(seconds, 1),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            ResumableJsonl(record).append([finish])
         log(f"{header}: finished in {_duration(seconds)}")
 
 
@@ -203,6 +201,8 @@ def _run(main, stage: Stage) -> None:
     except SystemExit as e:
         if e.code in (None, 0):
             return
+        if e.code == 130:  # Ctrl-C: the stage saved its step; exit as interrupted programs do
+            raise
         if stage.may_fail and stage.artifact.exists():
             log(f"stage {stage.name!r}: {e.code}")  # a result (the gate's verdict), not a crash
             return

@@ -35,7 +35,9 @@ def _assignment(text: str) -> tuple[str, str]:
 def register(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
-        "--preset", default="demo", help="micro (CI, ~2 min), demo (from scratch) or smollm2"
+        "--preset",
+        default="demo",
+        help="micro (CI, under a minute), demo (from scratch) or smollm2",
     )
     which.add_argument("--config", type=Path, help="your own pipeline TOML instead of a preset")
     parser.add_argument("--out", type=Path, help="the run directory (default: runs/PRESET)")
