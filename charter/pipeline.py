@@ -12,6 +12,7 @@ replaces them with `--config`):
     run = ["pretrain", "--data", "{out}/data", "--out", "{out}/pretrain", "--set", "…"]
     seconds = 90                             # expected on 2 cores: the pipeline's ETA
     may_fail = false                         # true: a non-zero exit is a result (the gate's)
+    reuse = false                            # true: an artifact made elsewhere counts as done
 
     [report]                                 # what `charter.report` draws (its docstring)
 
@@ -21,7 +22,9 @@ seconds) and its artifact exists; a done stage is skipped, and any other stage i
 the training commands resume from their last checkpoint, the generation commands skip the
 items already in their JSONL or database, and the quick ones write their files anew. So an
 interrupted pipeline, rerun, continues where it stopped. A done stage whose command has since
-changed is an error: its artifact was made by the old one.
+changed is an error: its artifact was made by the old one. A `reuse` stage is done as soon as
+its artifact exists, made by this run or another (a safety judge trained once, in its own run
+directory, and shared): its artifact must appear only when complete, as a `final` checkpoint.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Stage:
     command: list[str]
     seconds: float = 0.0  # expected duration (0: unknown)
     may_fail: bool = False  # a non-zero exit still finishes the stage when the artifact exists
+    reuse: bool = False  # an existing artifact is done, whoever made it
 
 
 @dataclass
@@ -114,7 +118,7 @@ def load_pipeline(path: Path, out: Path, overrides: dict[str, str] | None = None
     for number, stage in enumerate(spec.get("stage", []), start=1):
         where = f"stage {number} ({stage.get('name', 'unnamed')})"
         missing = {"name", "done", "run"} - set(stage)
-        extra = set(stage) - {"name", "done", "run", "seconds", "may_fail"}
+        extra = set(stage) - {"name", "done", "run", "seconds", "may_fail", "reuse"}
         if missing or extra:
             raise ValueError(
                 f"{path}: {where}: "
@@ -127,6 +131,7 @@ def load_pipeline(path: Path, out: Path, overrides: dict[str, str] | None = None
                 arguments(stage["run"], where),
                 float(stage.get("seconds", 0)),
                 bool(stage.get("may_fail", False)),
+                bool(stage.get("reuse", False)),
             )
         )
     if not stages:
@@ -172,7 +177,7 @@ def run_stages(stages: list[Stage], record: Path | None = None) -> None:
                 f"stage {stage.name!r} finished with another command ({row['command']}); "
                 f"remove {stage.artifact} and its line in {record} to run it again"
             )
-        if stage.artifact.exists() and (row or record is None):
+        if stage.artifact.exists() and (row or record is None or stage.reuse):
             log(f"{header}: done ({stage.artifact})")
             continue
         left = sum(s.seconds for s in stages[number - 1 :])

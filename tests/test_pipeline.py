@@ -136,6 +136,13 @@ def test_done_stages_are_skipped_and_the_rest_run_in_order(tmp_path, ran):
     assert [c[0] for c in ran[3:]] == ["b"]
 
 
+def test_a_reused_artifact_made_elsewhere_is_done(tmp_path, ran):
+    (tmp_path / "judge").write_text("")  # trained by another run
+    stages = [Stage(n, tmp_path / n, [n, str(tmp_path / n)], reuse=True) for n in ("judge", "x")]
+    run_stages(stages, tmp_path / "pipeline.jsonl")
+    assert [c[0] for c in ran] == ["x"]
+
+
 def test_a_done_stage_whose_command_changed_is_refused(tmp_path, ran):
     record = tmp_path / "pipeline.jsonl"
     run_stages([Stage("a", tmp_path / "a", ["a", str(tmp_path / "a")])], record)
