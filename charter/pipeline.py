@@ -29,14 +29,13 @@ directory, and shared): its artifact must appear only when complete, as a `final
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charter.files import ResumableJsonl, read_toml, write_json
+from charter.files import ResumableJsonl, read_json, read_toml, write_json
 from charter.log import log
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -224,7 +223,7 @@ def read_plan(out: Path) -> dict[str, Any]:
     path = out / PLAN_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: not a pipeline run (charter pipeline writes it)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)
 
 
 def _duration(seconds: float) -> str:

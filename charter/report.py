@@ -20,10 +20,12 @@ drawn, so a partial run still has a report.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
+from charter.eval.card import gate_rows
+from charter.eval.plots import pyplot, save_figure
+from charter.files import read_json
 from charter.metrics import read_metrics
 from charter.pipeline import read_plan, read_record
 
@@ -66,7 +68,7 @@ def write_report(out: Path) -> dict[str, Path]:
         _plot_losses(curves, figures / "loss.png")
         sections.append({"title": "Training curves", "image": f"{FIGURES}/loss.png"})
     evals = {
-        label: json.loads(p.read_text(encoding="utf-8"))
+        label: read_json(p)
         for label, path in spec.get("evals", {}).items()
         if (p := present(path, f"{label} evaluation"))
     }
@@ -85,7 +87,7 @@ def write_report(out: Path) -> dict[str, Path]:
         _plot_reward_kl(ppo, figures / "reward-kl.png")
         sections.append({"title": "PPO: reward against KL", "image": f"{FIGURES}/reward-kl.png"})
     if loop := present(spec.get("redteam"), "red-team rounds"):
-        rounds = json.loads(loop.read_text(encoding="utf-8"))["rounds"]
+        rounds = read_json(loop)["rounds"]
         _plot_rounds(rounds, figures / "asr.png")
         sections.append(
             {
@@ -95,7 +97,7 @@ def write_report(out: Path) -> dict[str, Path]:
             }
         )
     if gate := present(spec.get("gate"), "release gate"):
-        sections.append(_gate_section(json.loads(gate.read_text(encoding="utf-8"))))
+        sections.append(_gate_section(read_json(gate)))
     record = read_record(out)
     if record:
         sections.append({"title": "Stages", "table": _stage_table(record, plan["stages"])})
@@ -109,17 +111,8 @@ def write_report(out: Path) -> dict[str, Path]:
 # ---- figures ----
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_losses(curves: dict[str, Path], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     columns = min(3, len(curves))
     rows = -(-len(curves) // columns)
     figure, grid = plt.subplots(
@@ -138,11 +131,11 @@ def _plot_losses(curves: dict[str, Path], path: Path) -> None:
         axes.legend(fontsize=8)
     for axes in list(grid.flat)[len(curves) :]:
         axes.axis("off")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def _plot_help_harm(evals: dict[str, dict], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 4.5), dpi=110)
     for label, report in evals.items():
         x = report["metrics"].get("harmlessness.refusal_rate", {})
@@ -159,11 +152,11 @@ def _plot_help_harm(evals: dict[str, dict], path: Path) -> None:
     axes.set_xlabel("harmlessness: held-out harmful requests refused")
     axes.set_ylabel("helpfulness: benign QA accuracy")
     axes.grid(alpha=0.3)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def _plot_reward_kl(metrics: Path, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     rows = [row for row in read_metrics(metrics) if "kl" in row and "reward" in row]
     figure, axes = plt.subplots(figsize=(6, 4), dpi=110)
     axes.plot([r["kl"] for r in rows], [r["reward"] for r in rows], marker="o", markersize=3)
@@ -172,11 +165,11 @@ def _plot_reward_kl(metrics: Path, path: Path) -> None:
     axes.set_xlabel("KL to the reference (nats per reply)")
     axes.set_ylabel("mean reward")
     axes.grid(alpha=0.3)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def _plot_rounds(rounds: list[dict], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 4), dpi=110)
     numbers = [row["round"] for row in rounds]
     axes.plot(numbers, [row["heldout_asr"] for row in rounds], marker="o", label="held-out ASR")
@@ -187,15 +180,7 @@ def _plot_rounds(rounds: list[dict], path: Path) -> None:
     axes.set_ylim(-0.05, 1.05)
     axes.grid(alpha=0.3)
     axes.legend()
-    _save(figure, path)
-
-
-def _save(figure, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 # ---- tables: (header, rows) ----
@@ -230,17 +215,11 @@ def _rounds_table(rounds: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def _gate_section(gate: dict[str, Any]) -> dict[str, Any]:
     verdict = "passed" if gate["passed"] else "failed on " + ", ".join(gate["failed"])
-    rows = [
-        [check["metric"], check["threshold"],
-         "–" if check["compared"] is None else f"{check['compared']:.3f}",
-         "pass" if check["passed"] else f"FAIL: {check['reason']}"]
-        for check in gate["checks"]
-    ]  # fmt: skip
     return {
         "title": "Release gate",
         "text": f"{gate['policy']}, tier {gate['tier']} ({gate['parameters']:,} parameters): "
         f"**{verdict}**.",
-        "table": (["metric", "threshold", "compared", "verdict"], rows),
+        "table": (["metric", "threshold", "compared", "result"], gate_rows(gate)),
     }
 
 

@@ -116,10 +116,17 @@ def _gate_section(verdict: dict[str, Any]) -> list[str]:
         "| metric | threshold | compared | result |",
         "|---|---|---:|---|",
     ]
-    for c in verdict["checks"]:
-        result = "pass" if c["passed"] else f"FAIL ({c['reason']})"
-        lines.append(f"| {c['metric']} | {c['threshold']} | {_cell(c['compared'])} | {result} |")
+    lines += ["| " + " | ".join(row) + " |" for row in gate_rows(verdict)]
     return lines
+
+
+def gate_rows(verdict: dict[str, Any]) -> list[list[str]]:
+    """One row per check of a gate.json: metric, threshold, compared value, result."""
+    return [
+        [c["metric"], c["threshold"], _cell(c["compared"]),
+         "pass" if c["passed"] else f"FAIL ({c['reason']})"]
+        for c in verdict["checks"]
+    ]  # fmt: skip
 
 
 def model_card(checkpoint: Path, report: dict[str, Any], verdict: dict[str, Any]) -> str:

@@ -19,11 +19,7 @@ def plot_metrics(
     labels: list[str] | None = None,
     title: str | None = None,
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = labels or [p.parent.name for p in paths]
     if len(labels) != len(paths):
         raise ValueError(f"{len(labels)} labels for {len(paths)} metrics files")
@@ -39,6 +35,23 @@ def plot_metrics(
     axes.legend()
     if title:
         axes.set_title(title)
+    save_figure(figure, out)
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files only (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, out: Path) -> None:
+    """Lay `figure` out, write it to `out` (a PNG) and free it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out)
