@@ -47,6 +47,7 @@ class LoopSettings:
     limit: int | None = None  # seeds per file and round
     max_tokens: int = 128  # of each red-team reply
     safe_prompts: list[str] = field(default_factory=list)  # prompt files; default XSTest's safe
+    safe_limit: int | None = None  # over-refusal prompts per set and round, drawn at random
     backend: str = "auto"
     sft_set: list[str] = field(default_factory=list)  # `--set` overrides of the SFT config
 
@@ -89,6 +90,8 @@ def _measure_stages(
         "--out", str(directory / "over-refusal.jsonl"),
         "--report", str(directory / "over-refusal.json"), *backend,
     ]  # fmt: skip
+    if settings.safe_limit is not None:
+        refusal += ["--limit", str(settings.safe_limit)]
     knowledge = [
         "eval", "sft", "--model", model, "--data", str(settings.benign_qa), "--thinking", "off",
         "--max-new-tokens", "64", "--out", str(directory / "benign-qa.json"), *backend,

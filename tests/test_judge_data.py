@@ -27,6 +27,8 @@ from charter.data.judge_data import (
     check_no_test_text,
     excluded_texts,
     hash_split,
+    resplit,
+    select_sources,
     write_judge_data,
 )
 from charter.data.judge_sources import (
@@ -645,6 +647,26 @@ def test_the_hash_split_is_stable_and_about_a_fifth_is_held_out():
     assert first == again
     assert hash_split("Question  NUMBER 7?") == first[7]  # normalised before hashing
     assert 0.17 < first.count(HELDOUT) / len(first) < 0.23
+
+
+def test_sources_are_chosen_by_name_in_priority_order_and_an_unknown_name_is_an_error():
+    names = [source.name for source in SOURCES]
+    chosen = select_sources(SOURCES, [names[3], names[0]])
+    assert [source.name for source in chosen] == [names[0], names[3]]
+    with pytest.raises(ValueError, match=r"unknown judge sources \['nope'\]: choose from"):
+        select_sources(SOURCES, [names[0], "nope"])
+
+
+def test_resplit_moves_one_source_and_names_a_bad_assignment():
+    name = SOURCES[0].name
+    moved = resplit(SOURCES, f"{name}={HASH}")
+    assert moved[0].split == HASH and moved[1:] == SOURCES[1:]
+    with pytest.raises(ValueError, match="write SOURCE=SPLIT, SPLIT one of train, heldout, hash"):
+        resplit(SOURCES, f"{name}=test")
+    with pytest.raises(ValueError, match="write SOURCE=SPLIT"):
+        resplit(SOURCES, name)
+    with pytest.raises(ValueError, match="no source 'nope' is read"):
+        resplit(SOURCES, "nope=train")
 
 
 def test_whole_sources_land_in_one_split_and_hashed_ones_in_both(tmp_path):

@@ -84,6 +84,16 @@ def test_each_round_measures_then_updates_and_the_next_round_attacks_the_update(
         LoopSettings(**{**settings.__dict__, "rounds": -1})
 
 
+def test_safe_limit_draws_that_many_over_refusal_prompts_each_round(settings):
+    out = settings.seeds.parent / "loop"
+    unlimited = next(s for s in loop_stages(settings, out) if s.name == "round 0: over-refusal")
+    assert "--limit" not in unlimited.command
+    limited = LoopSettings(**{**settings.__dict__, "safe_limit": 50})
+    for stage in loop_stages(limited, out):
+        if stage.name.endswith("over-refusal"):
+            assert stage.command[stage.command.index("--limit") + 1] == "50"
+
+
 def test_every_round_keeps_the_declines_of_the_rounds_before_it(settings):
     out = settings.seeds.parent / "loop"
     stages = loop_stages(LoopSettings(**{**settings.__dict__, "rounds": 3}), out)

@@ -30,6 +30,7 @@ def cmd_redteam_loop(args: argparse.Namespace) -> None:
         limit=args.limit,
         max_tokens=args.max_tokens,
         safe_prompts=args.safe_prompts,
+        safe_limit=args.safe_limit,
         backend=args.backend,
         sft_set=args.set,
     )
@@ -67,6 +68,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         default=[],
         help="prompt files for over-refusal (default: XSTest's safe prompts)",
+    )
+    parser.add_argument(
+        "--safe-limit", type=int, help="over-refusal prompts per set and round, drawn at random"
     )
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "llamacpp"])
     parser.add_argument("--out", required=True, type=Path, help="the loop's directory")
