@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import zlib
 from pathlib import Path
 
@@ -235,3 +237,26 @@ def test_real_recipe(cache, name, n_documents, licence, phrase, markup):
     text = "\n".join(d.text for d in documents)
     assert phrase in text
     assert [m for m in markup if re.search(m, text, flags=re.M)] == []  # markup left over
+
+
+def _tarball(path: Path, names: list[str]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            archive.addfile(info, io.BytesIO(b"hi"))
+    return path
+
+
+@pytest.mark.parametrize("filters", [True, False], ids=["with filters", "Python < 3.11.4"])
+def test_an_npm_tarball_member_outside_its_directory_is_refused(tmp_path, monkeypatch, filters):
+    if not filters:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    good = _tarball(tmp_path / "good.tgz", ["package/a.txt"])
+    with tarfile.open(good) as archive:
+        recipes._extract_inside(archive, tmp_path / "out", good)
+    assert (tmp_path / "out" / "package" / "a.txt").read_text() == "hi"
+    bad = _tarball(tmp_path / "bad.tgz", ["package/a.txt", "../escaped.txt"])
+    with tarfile.open(bad) as archive, pytest.raises((RecipeError, tarfile.TarError)):
+        recipes._extract_inside(archive, tmp_path / "out2", bad)
+    assert not (tmp_path / "escaped.txt").exists()

@@ -178,7 +178,9 @@ def test_a_micro_policy_learns_the_preferred_reply_and_resumes_exactly(base, dat
     assert len(evals) == 6
     first, last = evals[0], evals[-1]
     assert last["heldout/margin"] > first["heldout/margin"] + 1.0
-    assert last["heldout/accuracy"] == 1.0 and last["heldout/accuracy"] > first["heldout/accuracy"]
+    # the margin grows (above); the accuracy may start at 1.0 with some tokenizers (the test
+    # corpus is this Python's docstrings), so it is only asked to end there
+    assert last["heldout/accuracy"] == 1.0
     assert last["heldout/chosen_reward"] > last["heldout/rejected_reward"]
     assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
 

@@ -140,9 +140,24 @@ def npm_package(package: str, cache: Path) -> Path:
 
     def unpack(directory: Path) -> None:
         with tarfile.open(tgz) as archive:
-            archive.extractall(directory, filter="data")  # refuses paths outside `directory`
+            _extract_inside(archive, directory, tgz)
 
     return _unpack_once(cache / "unpacked" / package, unpack) / "package"
+
+
+def _extract_inside(archive: tarfile.TarFile, directory: Path, where: Path) -> None:
+    """Extract `archive` into `directory`, refusing any member that would land outside it."""
+    if hasattr(tarfile, "data_filter"):
+        archive.extractall(directory, filter="data")
+        return
+    # Python before 3.11.4 (Debian 12's 3.11.2) has no extraction filters: check the members
+    # the way the "data" filter would, and refuse links and devices outright.
+    root = directory.resolve()
+    for member in archive.getmembers():
+        inside = (root / member.name).resolve().is_relative_to(root)
+        if not inside or member.issym() or member.islnk() or member.isdev():
+            raise RecipeError(f"{where}: refusing member {member.name!r} (outside, link or device)")
+    archive.extractall(directory)
 
 
 # ---- licences ----
