@@ -89,9 +89,9 @@ def test_safe_limit_draws_that_many_over_refusal_prompts_each_round(settings):
     unlimited = next(s for s in loop_stages(settings, out) if s.name == "round 0: over-refusal")
     assert "--limit" not in unlimited.command
     limited = LoopSettings(**{**settings.__dict__, "safe_limit": 50})
-    for stage in loop_stages(limited, out):
-        if stage.name.endswith("over-refusal"):
-            assert stage.command[stage.command.index("--limit") + 1] == "50"
+    refusals = [s for s in loop_stages(limited, out) if s.name.endswith("over-refusal")]
+    assert [s.name for s in refusals] == ["round 0: over-refusal", "round 1: over-refusal"]
+    assert all(s.command[s.command.index("--limit") + 1] == "50" for s in refusals)
 
 
 def test_every_round_keeps_the_declines_of_the_rounds_before_it(settings):
