@@ -53,8 +53,9 @@ from tqdm import tqdm
 from charter.checkpoint import load_checkpoint, load_tokenizer, save_checkpoint
 from charter.config import PRESETS, preset
 from charter.data.documents import python_docstrings
-from charter.infer.backends import GGUF_DTYPES, cached_gguf, load_engine
+from charter.infer.backends import GGUF_DTYPES, load_engine
 from charter.infer.engine import Engine
+from charter.infer.gguf_cache import cached_gguf
 from charter.infer.int8_linear import quantize_int8
 from charter.infer.torch_backend import TorchBackend
 from charter.interop.gguf_import import import_gguf, smollm2_gguf_path

@@ -33,7 +33,7 @@ import httpx
 from serve_load import API_KEY, LevelResult, Outcome, run_level, start_server, wait_until_up
 
 from charter.checkpoint import load_tokenizer
-from charter.infer.backends import cached_gguf
+from charter.infer.gguf_cache import cached_gguf
 from charter.tokenizer import Tokenizer
 
 SYSTEM = "You are a helpful assistant."  # explicit, so neither server adds a default of its own

@@ -1,7 +1,8 @@
 """Small file helpers shared by every stage: JSON that names its file and line on error, atomic
 directory writes (temp dir, fsync, rename) so a crash never leaves half a checkpoint, and JSONL
 written whole or a batch of scored rows at a time, TOML read with errors that name the file, the
-SQLite databases of findings and comparisons opened one way, and a file's SHA-256."""
+SQLite databases of findings and comparisons opened one way, a file's SHA-256, and where caches
+go."""
 
 from __future__ import annotations
 
@@ -209,3 +210,8 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cache_root() -> Path:
+    """Where Charter caches downloads and exports: `$CHARTER_CACHE`, default `~/.cache/charter`."""
+    return Path(os.environ.get("CHARTER_CACHE") or Path.home() / ".cache" / "charter")

@@ -24,8 +24,9 @@ from transformers import (
 
 from charter.checkpoint import load_tokenizer
 from charter.cli import main
-from charter.infer.backends import cached_gguf, load_engine
+from charter.infer.backends import load_engine
 from charter.infer.engine import Engine
+from charter.infer.gguf_cache import cached_gguf
 from charter.infer.sampling import SamplingParams
 from charter.interop.gguf_export import GGUFExportError
 from charter.interop.gguf_import import GGUFModel, read_config, read_tokenizer

@@ -219,10 +219,10 @@ def test_load_engine_exports_once_per_checkpoint_content(checkpoint, tmp_path, t
     engine = load_engine(checkpoint, "auto", max_batch_size=2, cache_dir=tmp_path)
     assert isinstance(engine.backend, LlamaCppBackend) and engine.max_batch_size == 2
     (exported,) = tmp_path.glob("*-f32.gguf")
-    written = exported.stat().st_mtime_ns
+    written = exported.stat().st_ino  # an export writes a new file (a rename), so a new inode
     load_engine(checkpoint, "llamacpp", cache_dir=tmp_path)
     assert list(tmp_path.glob("*.gguf")) == [exported]
-    assert exported.stat().st_mtime_ns == written
+    assert exported.stat().st_ino == written
     torch.manual_seed(1)
     changed = save_checkpoint(Transformer(micro()), tmp_path / "other", tokenizer)
     load_engine(changed, "llamacpp", dtype=torch.bfloat16, cache_dir=tmp_path)

@@ -27,17 +27,14 @@ on SmolLM2-135M in docs/benchmarks.md:
   1. On llama.cpp, the checkpoint exported as q8_0 (int8 weights in blocks of 32 with one scale
   each) instead of f32/bf16/f16.
 
-The GGUF file is exported once per checkpoint content and dtype and kept in a cache directory
-(`$CHARTER_CACHE/gguf`, default `~/.cache/charter/gguf`), named by a hash of the checkpoint's
-files, so a retrained checkpoint is re-exported and an unchanged one never is.
+The GGUF file is exported once per checkpoint content and dtype and kept in a bounded cache
+(gguf_cache.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,8 +42,8 @@ from typing import Any
 import torch
 
 from charter.checkpoint import load_checkpoint, load_tokenizer
-from charter.files import resolve_directory
 from charter.infer.engine import Engine
+from charter.infer.gguf_cache import cached_gguf
 from charter.infer.int8_linear import quantize_int8
 from charter.infer.torch_backend import TorchBackend
 
@@ -57,10 +54,6 @@ LLAMACPP_INSTALL = "pip install 'charter[llamacpp]' (builds llama-cpp-python fro
 GGUF_DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16"}
 # --dtype's names.
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
-
-# Part of every cache key: bump it when the exporter's output changes, so old files are not used.
-EXPORT_FORMAT = "charter-gguf-2"  # 2: GPT-2's pre-tokeniser named "gpt-2", as llama.cpp reads it
-
 
 def llamacpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
@@ -104,33 +97,6 @@ def check_engine_options(
         raise ValueError(f"int8 (--int8) runs on the CPU, not on device {device!r}")
     if backend == "llamacpp" and dtype not in GGUF_DTYPES:
         raise ValueError(f"dtype {dtype} has no GGUF equivalent for the llamacpp backend")
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("CHARTER_CACHE") or Path.home() / ".cache" / "charter"
-    return Path(root) / "gguf"
-
-
-def checkpoint_hash(directory: str | Path) -> str:
-    """SHA-256 of every file at the top of a checkpoint directory (names and contents)."""
-    digest = hashlib.sha256(EXPORT_FORMAT.encode())
-    for path in sorted(p for p in resolve_directory(directory).iterdir() if p.is_file()):
-        with path.open("rb") as f:
-            file_digest = hashlib.file_digest(f, "sha256").digest()
-        digest.update(path.name.encode() + b"\0" + file_digest)
-    return digest.hexdigest()
-
-
-def cached_gguf(model_dir: str | Path, dtype: str = "f32", cache_dir: Path | None = None) -> Path:
-    """The checkpoint as a GGUF file of `dtype`, exported on first use."""
-    from charter.interop.gguf_export import check_tokenizer, export_gguf
-
-    path = (cache_dir or default_cache_dir()) / f"{checkpoint_hash(model_dir)[:24]}-{dtype}.gguf"
-    if not path.exists():
-        check_tokenizer(resolve_directory(model_dir))  # refuses at once, before a long export
-        print(f"exporting {model_dir} to {path} for llama.cpp", file=sys.stderr, flush=True)
-        export_gguf(model_dir, path, dtype, progress=False)
-    return path
 
 
 def load_engine(

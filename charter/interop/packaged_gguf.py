@@ -22,6 +22,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from charter.files import cache_root
+
 
 class PackagedModelError(ValueError):
     """Wheels that do not hold the pieces of the GGUF file they should."""
@@ -55,10 +57,6 @@ PACKAGED_MODELS = {
         architecture="qwen2",
     ),
 }
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CHARTER_CACHE") or Path.home() / ".cache" / "charter")
 
 
 def packaged_gguf(name: str, cache: Path | None = None) -> Path:
