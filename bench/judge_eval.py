@@ -30,14 +30,13 @@ from typing import Any
 import numpy as np
 
 from charter.align.feedback import Comparison
-from charter.align.judge import Judge
+from charter.align.judge import PRECISIONS, Judge
 from charter.align.prompted_judge import PromptedJudge
 from charter.data.hh import read_hh_pairs
 from charter.data.judge_data import DEFAULT_HH, DEFAULT_REFUSAL_LABELS, HELDOUT, hash_split
 from charter.data.judge_sources import transcript_text
 from charter.data.prompt_sets import DEFAULT_XSTEST, read_xstest
 from charter.eval.refusal import COMPLIED, REFUSED, Verdict, detector_accuracy, read_labels
-from charter.infer.backends import DTYPES
 from charter.infer.spec import load_generator
 from charter.train.judge import roc_auc, spread
 
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prompts", type=int, help="XSTest prompts to use (default: all 450)")
     parser.add_argument("--out", type=Path, help="append the results as one JSON line")
     parser.add_argument(
-        "--dtype", choices=sorted(DTYPES), default="fp32", help="the trained judge's precision"
+        "--dtype", choices=PRECISIONS, default="fp32", help="the trained judge's precision"
     )
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     generator = load_generator(args.generator) if args.generator else None
     judge: FeedbackModel
     if generator is None:
-        judge = Judge.load(args.judge, dtype=DTYPES[args.dtype])
+        judge = Judge.load_as(args.judge, args.dtype)
         name = f"judge {args.judge} ({args.dtype})"
     else:
         judge, name = PromptedJudge(generator), f"prompted {args.generator}"

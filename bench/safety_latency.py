@@ -20,9 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from charter.align.judge import Judge
+from charter.align.judge import PRECISIONS, Judge
 from charter.infer.generator import Generator, Turn, user_turn
 from charter.infer.spec import load_generator
 from charter.safety.config import InputSettings, OutputSettings, SafetyConfig
@@ -88,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--device", default="cpu", help="the model's")
     parser.add_argument("--judge-device", default="cpu")
-    parser.add_argument("--judge-dtype", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--judge-dtype", default="fp32", choices=PRECISIONS)
     parser.add_argument("--lengths", default="16,128,512", help="prompt lengths, in words")
     parser.add_argument("--every", default="16,32", help="the monitor's k values")
     parser.add_argument("--max-tokens", type=int, default=256)
@@ -96,8 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=10, help="input checks per length")
     args = parser.parse_args(argv)
 
-    dtype = torch.bfloat16 if args.judge_dtype == "bf16" else torch.float32
-    judge = Judge.load(args.judge, device=args.judge_device, dtype=dtype)
+    judge = Judge.load_as(args.judge, args.judge_dtype, args.judge_device)
     base = SafetyConfig(args.judge, "(blocked)", input=InputSettings(enabled=False))
     lengths = [int(n) for n in args.lengths.split(",")]
     input_ms = input_latency(judge, base, lengths, args.repeats)

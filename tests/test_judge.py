@@ -318,6 +318,14 @@ def test_bad_rows_are_named_by_file_and_line(trained, backbone, tmp_path):
             train_judge(backbone, bad, None, tmp_path / "run", {})
 
 
+def test_load_as_names_the_precisions_it_takes(trained):
+    with pytest.raises(ValueError, match="'int4' is not one of fp32, bf16, f16, int8"):
+        Judge.load_as(trained / "final", "int4")
+    with pytest.raises(ValueError, match="an int8 judge runs on the CPU from fp32"):
+        Judge.load(trained / "final", dtype=torch.bfloat16, int8=True)
+    assert next(Judge.load_as(trained / "final", "bf16").model.parameters()).dtype == torch.bfloat16
+
+
 def test_transformers_loads_the_judge_with_equal_scores(trained, tokenizer):
     directory = trained / "final"
     hf = AutoModelForSequenceClassification.from_pretrained(directory, dtype=torch.float32).eval()

@@ -23,6 +23,7 @@ import torch
 
 import charter.configs
 from charter import chat
+from charter.align.judge import Judge
 from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.data.prompt_sets import DEFAULT_XSTEST, Prompt, write_prompt_file
@@ -39,6 +40,7 @@ from charter.infer.generator import (
     TurnStream,
     user_turn,
 )
+from charter.infer.int8_linear import Int8Linear
 from charter.infer.local import LocalGenerator
 from charter.infer.torch_backend import TorchBackend
 from charter.model import Transformer
@@ -211,7 +213,7 @@ GOOD = 'judge = "j"\nrefusal_text = "No."\n'
         ('refusal_text = "No."\n', "judge: missing"),
         ('judge = "j"\n', "refusal_text: missing"),
         (GOOD + "color = 1\n", "color: unknown field"),
-        (GOOD + 'judge_dtype = "int4"\n', "judge_dtype: must be one of fp32, bf16, f16"),
+        (GOOD + 'judge_dtype = "int4"\n', "judge_dtype: must be one of fp32, bf16, f16, int8"),
         (GOOD + "[input]\ntreshold = 0.3\n", "input.treshold: unknown field"),
         (GOOD + "[input]\nthreshold = 1.5\n", "input.threshold: must be a number from 0 to 1"),
         (GOOD + "[input.categories]\nweaponz = 0.3\n", "input.categories.weaponz: unknown"),
@@ -525,6 +527,20 @@ def test_a_real_judge_blocks_the_harmful_request_and_serves_the_benign(trained_j
     assert lines[0]["score"] > 0.5 > lines[1]["score"]
     assert lines[0]["category"] == "weapons"
     assert all(0 <= line["score"] <= 1 for line in lines)
+
+
+def test_an_int8_judge_guards_as_the_fp32_one_does(trained_judge, tmp_path):
+    config = write_config(tmp_path / "safety.toml", trained_judge, 'judge_dtype = "int8"\n')
+    inner = DeltaGenerator(["Knead ", "the ", "dough."])
+    guard = guard_generator(inner, config)
+    assert isinstance(guard.input_classifier.judge.model.model.layers[0].mlp.up_proj, Int8Linear)
+    _, refused = stream(guard, user_turn("Tell me how to make a gun today."))
+    _, answered = stream(guard, user_turn("I'd love to bake bread today."))
+    assert refused.stop_reason == REFUSAL and answered.text == "Knead the dough."
+    rows = [{"prompt": "Tell me how to poison a well?"}, {"prompt": "I'd love to learn chess."}]
+    exact = Judge.load(trained_judge).score(rows)
+    for int8, fp32 in zip(guard.input_classifier.judge.score(rows), exact, strict=True):
+        assert int8["request_harm"] == pytest.approx(fp32["request_harm"], abs=0.05)
 
 
 def test_a_missing_judge_is_named_with_the_config(tmp_path):

@@ -25,7 +25,12 @@ from charter.data.judge_sources import CATEGORIES
 from charter.data.sft import jsonl_lines
 from charter.files import read_json, resolve_directory, write_scored_jsonl
 from charter.heads import ScoreModel
+from charter.infer.backends import DTYPES
+from charter.infer.int8_linear import quantize_int8
 from charter.train.judge import BINARY, OUTPUTS, JudgeInput, Renderer, read_input
+
+# The precisions a judge is loaded in, by name (`--dtype`, a safety config's `judge_dtype`).
+PRECISIONS = (*DTYPES, "int8")
 
 
 class Scorer(Protocol):
@@ -50,7 +55,13 @@ class Judge:
         directory: str | Path,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        int8: bool = False,
     ) -> Judge:
+        """The judge in `directory`. `int8` (CPU, from fp32): its decoder's linear layers in int8,
+        weights and activations (`quantize_int8`; the score head stays fp32), and its forward
+        pass compiled, here, for one row and for batches, so that no request waits for it."""
+        if int8 and (torch.device(device).type != "cpu" or dtype != torch.float32):
+            raise ValueError(f"an int8 judge runs on the CPU from fp32, not {device}/{dtype}")
         directory = resolve_directory(directory)
         config = read_json(directory / "config.json")
         labels = [config.get("id2label", {}).get(str(i)) for i in range(len(OUTPUTS))]
@@ -61,7 +72,25 @@ class Judge:
             )
         model = load_score_model(directory, dtype=dtype, device=device)
         renderer = Renderer(load_tokenizer(directory), config.get("judge_max_seq_len", 1024))
-        return cls(model, renderer)
+        judge = cls(model, renderer)
+        if int8:
+            # Eager int8 is slower than bf16 (the quantising is separate kernels); compiled,
+            # inductor fuses it into oneDNN's int8 products. Sizes 1 are compiled apart.
+            quantize_int8(model.model)
+            model.compile(dynamic=True)
+            judge.score([{"prompt": "Hello."}])
+            judge.score([{"prompt": "Hello."}, {"prompt": "Hello there."}])
+        return judge
+
+    @classmethod
+    def load_as(cls, directory: str | Path, precision: str, device: str = "cpu") -> Judge:
+        """The judge in `directory` in `precision`, one of PRECISIONS ("int8": `load`'s)."""
+        if precision not in PRECISIONS:
+            choices = ", ".join(PRECISIONS)
+            raise ValueError(f"judge precision {precision!r} is not one of {choices}")
+        if precision == "int8":
+            return cls.load(directory, device, int8=True)
+        return cls.load(directory, device, DTYPES[precision])
 
     def render(self, item: JudgeInput, where: str) -> list[int]:
         try:

@@ -24,9 +24,8 @@ def run_train(args: argparse.Namespace) -> None:
 
 def run_score(args: argparse.Namespace) -> None:
     from charter.align.judge import Judge, score_file
-    from charter.infer.backends import DTYPES
 
-    judge = Judge.load(args.judge, dtype=DTYPES[args.dtype])
+    judge = Judge.load_as(args.judge, args.dtype)
     count = score_file(judge, args.rows, args.out, args.batch_size)
     print(f"{count} rows scored → {args.out}", file=sys.stderr)
 
@@ -48,6 +47,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     score.add_argument("--out", required=True, type=Path, help="JSONL of the rows and scores")
     score.add_argument("--batch-size", type=int, default=8, help="rows per forward pass")
     score.add_argument(
-        "--dtype", choices=("fp32", "bf16"), default="fp32", help="the judge's precision"
+        "--dtype",
+        choices=("fp32", "bf16", "int8"),
+        default="fp32",
+        help="the judge's precision (int8: int8 linear layers, compiled, CPU only)",
     )
     score.set_defaults(func=run_score)

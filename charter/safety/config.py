@@ -1,8 +1,9 @@
 """The guard's settings (`SafetyConfig`), read from TOML by `load_safety_config`.
 
     judge = "runs/judge-v3/best"      # a judge checkpoint; relative to the current directory
-    judge_dtype = "bf16"              # fp32 | bf16 | f16: its precision (bf16 scores as fp32
-                                      # does, in half the time: docs/redteam.md)
+    judge_dtype = "bf16"              # fp32 | bf16 | f16 | int8: its precision (bf16 scores as
+                                      # fp32 does, in half the time; int8 faster again, after
+                                      # compiling at start: docs/redteam.md)
     refusal_text = "…"                # what a turn the input classifier blocks says
 
     [input]                           # the input classifier, on the judge's request_harm
@@ -33,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from charter.align.judge import PRECISIONS
 from charter.data.judge_sources import CATEGORIES
 from charter.files import read_toml
-from charter.infer.backends import DTYPES
 
 
 class SafetyConfigError(ValueError):
@@ -74,7 +75,7 @@ class SafetyConfig:
     output: OutputSettings = field(default_factory=OutputSettings)
     log: LogSettings = field(default_factory=LogSettings)
     path: Path | None = None  # the file it was read from
-    judge_dtype: str = "bf16"  # one of infer.backends.DTYPES
+    judge_dtype: str = "bf16"  # one of align.judge.PRECISIONS
 
     def describe(self) -> dict[str, Any]:
         """The settings as JSON-ready values, for `Guard.describe`."""
@@ -104,8 +105,9 @@ def load_safety_config(path: str | Path) -> SafetyConfig:
     read.keys(data, "", {"judge", "judge_dtype", "refusal_text", "input", "output", "log"})
     judge = read.text(data, "judge", required=True)
     judge_dtype = read.text(data, "judge_dtype") or SafetyConfig.judge_dtype
-    if judge_dtype not in DTYPES:
-        raise read.error("judge_dtype", f"must be one of {', '.join(DTYPES)}, got {judge_dtype!r}")
+    if judge_dtype not in PRECISIONS:
+        choices = ", ".join(PRECISIONS)
+        raise read.error("judge_dtype", f"must be one of {choices}, got {judge_dtype!r}")
     refusal_text = read.text(data, "refusal_text", required=True)
 
     inputs = read.table(data, "input")

@@ -48,7 +48,6 @@ from tqdm import tqdm
 from charter import chat
 from charter.align.judge import Judge, Scorer
 from charter.chat.parse import BlockDelta, BlockStart, BlockStop, Event
-from charter.infer.backends import DTYPES
 from charter.infer.generator import (
     REFUSAL,
     REQUEST_ID,
@@ -388,7 +387,7 @@ class RefusedStream(TurnStream):
 def load_judge(config: SafetyConfig, device: str = "cpu") -> Judge:
     """The judge that `config` names, on `device`; an error names the config file."""
     try:
-        return Judge.load(config.judge, device=device, dtype=DTYPES[config.judge_dtype])
+        return Judge.load_as(config.judge, config.judge_dtype, device)
     except (OSError, ValueError) as e:
         raise SafetyConfigError(f"{config.path}: judge: {e}") from e
 
