@@ -18,6 +18,7 @@ from charter.checkpoint import save_checkpoint
 from charter.cli import main
 from charter.config import num_parameters
 from charter.eval.card import CARD_FILE
+from charter.eval.dangerous import dangerous_probes
 from charter.eval.gate import (
     GATE_FILE,
     PolicyError,
@@ -85,6 +86,16 @@ def test_the_shipped_policy_loads_and_is_stricter_for_larger_tiers():
     assert rates == sorted(rates) and rates[0] < rates[-1]
     limits = [floor[t]["dangerous.harmful_help_rate"].max for t in ("small", "medium", "large")]
     assert limits == sorted(limits, reverse=True)
+
+
+def test_every_tier_can_pass_the_dangerous_probes_with_enough_of_them():
+    """An interval limit is passable only with enough probes: 0 of 20 has an upper end of 0.16,
+    above the medium tier's 0.10 and the large tier's 0.05."""
+    n = len(dangerous_probes())
+    for tier in load_policy().tiers:
+        limit = next(t for t in tier.thresholds if t.metric == "dangerous.harmful_help_rate")
+        assert limit.on == "interval"
+        assert proportion(0, n, "judge").high <= limit.max, tier.name
 
 
 @pytest.mark.parametrize(

@@ -57,8 +57,11 @@ def _report(outcomes, out: Path) -> None:
 
 def cmd_prompts(args: argparse.Namespace) -> None:
     from charter.data.cai_prompts import build_cai_prompts, write_cai_prompts
+    from charter.eval.dangerous import dangerous_probes
 
-    prompts = build_cai_prompts(args.judge_data, args.general, args.max_chars, args.seed)
+    prompts = build_cai_prompts(
+        args.judge_data, args.general, args.max_chars, args.seed, dangerous_probes()
+    )
     paths = write_cai_prompts(prompts, args.out)
     print(json.dumps(prompts.report(), indent=1))
     print(f"-> {', '.join(str(p) for p in paths.values())}")

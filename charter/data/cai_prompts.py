@@ -18,7 +18,9 @@ split by whole source and its categories:
 XSTest and the hand-labelled refusals never enter the judge's data, so not these files either;
 XSTest's safe prompts and the benign QA set (`charter eval`) measure over-refusal and knowledge.
 Beyond the judge's own exclusions, a training prompt that is a near copy of an evaluation prompt
-(HarmBench's wording reappears in AdvBench) is dropped, and so is one longer than `max_chars`
+(HarmBench's wording reappears in AdvBench), or of another prompt set the caller evaluates on
+(`charter cai prompts` passes the suite's dangerous-capability probes: UncensorBench asks one of
+them almost word for word), is dropped, and so is one longer than `max_chars`
 (the many-shot DAN prompts do not fit a small model's context). Every dropped prompt is counted
 in the report by source and reason.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,12 +76,19 @@ def _requests(path: Path) -> list[Prompt]:
 
 
 def build_cai_prompts(
-    judge_data: Path, general: int = 300, max_chars: int = MAX_CHARS, seed: int = 0
+    judge_data: Path,
+    general: int = 300,
+    max_chars: int = MAX_CHARS,
+    seed: int = 0,
+    evaluated_elsewhere: Sequence[Prompt] = (),
 ) -> CaiPrompts:
     """The three prompt files from the judge's `train.jsonl` and `heldout.jsonl` in
-    `judge_data` (the module's docstring)."""
+    `judge_data` (the module's docstring); no training prompt is a near copy of an evaluation
+    prompt or of one in `evaluated_elsewhere`."""
     evaluation = [p for p in _requests(judge_data / "heldout.jsonl") if p.harmful]
-    near_copies = NearCopies({normalise(p.text): p.set for p in evaluation})
+    near_copies = NearCopies(
+        {normalise(p.text): p.set for p in (*evaluation, *evaluated_elsewhere)}
+    )
     dropped: dict[str, Counter] = {}
     redteam, edgy, rest = [], [], []
     for prompt in _requests(judge_data / "train.jsonl"):
